@@ -1,0 +1,439 @@
+//! Plugin configuration: the JSON schema users write, its validation, and the
+//! compiled, immutable [`Config`] the filter runs on.
+//!
+//! Parsing happens once per `on_configure`; every error names the field and
+//! the problem so Envoy's log tells the operator exactly what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hashbrown::HashMap;
+use serde::Deserialize;
+
+use crate::hunt_id::{normalize_hunt_id, HuntIdError};
+use crate::ticket::TicketKeys;
+
+/// Smallest accepted ticket secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Largest accepted `session_ttl_s` (one week): tickets carry 32-bit expiries.
+pub const MAX_SESSION_TTL_S: u64 = 7 * 24 * 3600;
+/// Largest accepted `max_tracked_hunts`: bounds the shared-data key space.
+pub const MAX_TRACKED_HUNTS_LIMIT: u32 = 65_536;
+/// Largest accepted `max_hunters`.
+pub const MAX_HUNTERS_LIMIT: u32 = 10_000_000;
+
+/// A configuration the filter refuses, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending field (`hunts.h1.max_hunters`), or `.` for the document.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Whether the filter rejects or only reports what it would reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Reject joins past the limit.
+    #[default]
+    Enforce,
+    /// Never reject: mark would-be rejections upstream and count them.
+    Shadow,
+}
+
+/// Where the hunt id of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HuntSourceSpec {
+    /// The path segment after this prefix (`/hunts/{hunt}/...`).
+    PathPrefix(String),
+    /// A request header carrying the hunt id.
+    Header(String),
+}
+
+/// Where the hunter identity of a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HunterSourceSpec {
+    /// A request header set by authentication (e.g. jwt_authn `claim_to_headers`).
+    Header(String),
+    /// `true`: the filter mints a session id for requests without a ticket.
+    Anonymous(bool),
+}
+
+/// Per-hunt override, as written in `hunts`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuntOverrideSpec {
+    /// Maximum concurrent hunters for this hunt (before the throttle ratio).
+    pub max_hunters: Option<u32>,
+    /// Mode for this hunt, overriding the global `mode`.
+    pub mode: Option<Mode>,
+}
+
+/// The reply sent when a hunt is full.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSpec {
+    /// HTTP status of the rejection (default 429).
+    #[serde(default = "default_reject_status")]
+    pub status: u32,
+    /// Seconds sent in `Retry-After` and the JSON body (default 30).
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u32,
+}
+
+impl Default for RejectSpec {
+    fn default() -> Self {
+        Self {
+            status: default_reject_status(),
+            retry_after_s: default_retry_after_s(),
+        }
+    }
+}
+
+/// What happens to a hunt seen for the first time once `max_tracked_hunts` are tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UntrackedPolicy {
+    /// Let its requests through without admission control (counted in `huntgate_untracked_hunt`).
+    #[default]
+    Pass,
+    /// Answer 503 `hunt_capacity`.
+    Reject,
+}
+
+/// What happens to a hunt that is not listed in `hunts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlistedPolicy {
+    /// Admit under the default `max_hunters`.
+    #[default]
+    Admit,
+    /// Answer 404 `unknown_hunt`.
+    Reject,
+}
+
+/// The plugin configuration exactly as users write it (JSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Global mode, `enforce` (default) or `shadow`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Hunt id source; default `{"path_prefix": "/hunts/"}`.
+    #[serde(default = "default_hunt_source")]
+    pub hunt: HuntSourceSpec,
+    /// Hunter id source; default `{"header": "x-veltrix-hunter"}`.
+    #[serde(default = "default_hunter_source")]
+    pub hunter: HunterSourceSpec,
+    /// Seconds of inactivity after which a session ends and its slot frees (default 300).
+    #[serde(default = "default_session_ttl_s")]
+    pub session_ttl_s: u64,
+    /// HMAC keys for admission tickets; the first signs, all verify (required).
+    pub ticket_secrets: Vec<String>,
+    /// Default maximum concurrent hunters per hunt (default 2000).
+    #[serde(default = "default_max_hunters")]
+    pub max_hunters: u32,
+    /// Per-hunt overrides, keyed by hunt id.
+    #[serde(default)]
+    pub hunts: BTreeMap<String, HuntOverrideSpec>,
+    /// Rejection reply.
+    #[serde(default)]
+    pub reject: RejectSpec,
+    /// How many distinct hunts one Envoy process tracks (default 1024).
+    #[serde(default = "default_max_tracked_hunts")]
+    pub max_tracked_hunts: u32,
+    /// Behaviour for new hunts once `max_tracked_hunts` is reached (default `pass`).
+    #[serde(default)]
+    pub untracked_hunts: UntrackedPolicy,
+    /// Behaviour for hunts not listed in `hunts` (default `admit`).
+    #[serde(default)]
+    pub unlisted_hunts: UnlistedPolicy,
+    /// How many hunts get per-hunt active/limit gauges (default 100).
+    #[serde(default = "default_max_hunt_metrics")]
+    pub max_hunt_metrics: u32,
+}
+
+fn default_hunt_source() -> HuntSourceSpec {
+    HuntSourceSpec::PathPrefix("/hunts/".to_string())
+}
+fn default_hunter_source() -> HunterSourceSpec {
+    HunterSourceSpec::Header("x-veltrix-hunter".to_string())
+}
+fn default_session_ttl_s() -> u64 {
+    300
+}
+fn default_max_hunters() -> u32 {
+    2000
+}
+fn default_reject_status() -> u32 {
+    429
+}
+fn default_retry_after_s() -> u32 {
+    30
+}
+fn default_max_tracked_hunts() -> u32 {
+    1024
+}
+fn default_max_hunt_metrics() -> u32 {
+    100
+}
+
+/// Compiled hunt source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HuntSource {
+    /// Path segments of the prefix, lowercased (`["hunts"]` for `/hunts/`).
+    PathPrefix(Vec<String>),
+    /// Lowercased header name.
+    Header(String),
+}
+
+/// Compiled hunter source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HunterSource {
+    /// Lowercased header name.
+    Header(String),
+    /// Session ids minted by the filter.
+    Anonymous,
+}
+
+/// Compiled per-hunt settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HuntSettings {
+    /// Maximum concurrent hunters before the throttle ratio.
+    pub max_hunters: u32,
+    /// Effective mode.
+    pub mode: Mode,
+}
+
+/// The validated, immutable configuration the filter runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Hunt id source.
+    pub hunt_source: HuntSource,
+    /// Hunter id source.
+    pub hunter_source: HunterSource,
+    /// Session lifetime without activity, in seconds.
+    pub session_ttl_s: u32,
+    /// Ticket signing and verification keys.
+    pub ticket_keys: TicketKeys,
+    /// Settings for hunts not listed (unless `unlisted` is `Reject`).
+    pub default_hunt: HuntSettings,
+    /// Listed hunts, by normalized id.
+    pub hunts: HashMap<String, HuntSettings>,
+    /// Rejection status.
+    pub reject_status: u32,
+    /// Rejection retry hint in seconds.
+    pub retry_after_s: u32,
+    /// Cap on tracked hunts per Envoy process.
+    pub max_tracked_hunts: u32,
+    /// Behaviour past the tracked-hunt cap.
+    pub untracked: UntrackedPolicy,
+    /// Behaviour for unlisted hunts.
+    pub unlisted: UnlistedPolicy,
+    /// Cap on hunts with per-hunt gauges.
+    pub max_hunt_metrics: u32,
+}
+
+impl Config {
+    /// Parses, validates and compiles a JSON plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let spec: ConfigSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            field_error(path, e.inner().to_string())
+        })?;
+        de.end()
+            .map_err(|e| field_error(".", format!("trailing data: {e}")))?;
+        Self::compile(spec)
+    }
+
+    /// Validates and compiles an already-deserialized specification.
+    pub fn compile(spec: ConfigSpec) -> Result<Self, ConfigError> {
+        let hunt_source = match spec.hunt {
+            HuntSourceSpec::PathPrefix(prefix) => HuntSource::PathPrefix(compile_prefix(&prefix)?),
+            HuntSourceSpec::Header(name) => {
+                HuntSource::Header(compile_header_name("hunt.header", &name)?)
+            }
+        };
+        let hunter_source = match spec.hunter {
+            HunterSourceSpec::Header(name) => {
+                HunterSource::Header(compile_header_name("hunter.header", &name)?)
+            }
+            HunterSourceSpec::Anonymous(true) => HunterSource::Anonymous,
+            HunterSourceSpec::Anonymous(false) => {
+                return Err(field_error(
+                    "hunter.anonymous",
+                    "must be true (use {\"header\": NAME} for identified hunters)",
+                ))
+            }
+        };
+        if spec.session_ttl_s < 1 || spec.session_ttl_s > MAX_SESSION_TTL_S {
+            return Err(field_error(
+                "session_ttl_s",
+                format!("must be between 1 and {MAX_SESSION_TTL_S} seconds"),
+            ));
+        }
+        let session_ttl_s = u32::try_from(spec.session_ttl_s)
+            .map_err(|_| field_error("session_ttl_s", "out of range"))?;
+        if spec.ticket_secrets.is_empty() {
+            return Err(field_error(
+                "ticket_secrets",
+                "must list at least one secret (the first signs, all verify)",
+            ));
+        }
+        for (i, secret) in spec.ticket_secrets.iter().enumerate() {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(field_error(
+                    format!("ticket_secrets[{i}]"),
+                    format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                ));
+            }
+        }
+        let ticket_keys = TicketKeys::new(&spec.ticket_secrets)
+            .map_err(|problem| field_error("ticket_secrets", problem))?;
+        check_max_hunters("max_hunters", spec.max_hunters)?;
+        let default_hunt = HuntSettings {
+            max_hunters: spec.max_hunters,
+            mode: spec.mode,
+        };
+        let mut hunts = HashMap::with_capacity(spec.hunts.len());
+        for (raw_id, over) in &spec.hunts {
+            let id = normalize_hunt_id(raw_id).map_err(|e| {
+                let problem = match e {
+                    HuntIdError::Invalid => "hunt id must be 1-64 characters of [A-Za-z0-9._-]",
+                };
+                field_error(format!("hunts.{raw_id}"), problem)
+            })?;
+            let max_hunters = over.max_hunters.unwrap_or(spec.max_hunters);
+            check_max_hunters(&format!("hunts.{raw_id}.max_hunters"), max_hunters)?;
+            let settings = HuntSettings {
+                max_hunters,
+                mode: over.mode.unwrap_or(spec.mode),
+            };
+            if hunts.insert(id, settings).is_some() {
+                return Err(field_error(
+                    format!("hunts.{raw_id}"),
+                    "listed twice (hunt ids are case-insensitive)",
+                ));
+            }
+        }
+        if !(200..=599).contains(&spec.reject.status) {
+            return Err(field_error(
+                "reject.status",
+                "must be an HTTP status between 200 and 599",
+            ));
+        }
+        if spec.max_tracked_hunts < 1 || spec.max_tracked_hunts > MAX_TRACKED_HUNTS_LIMIT {
+            return Err(field_error(
+                "max_tracked_hunts",
+                format!("must be between 1 and {MAX_TRACKED_HUNTS_LIMIT}"),
+            ));
+        }
+        if hunts.len() > spec.max_tracked_hunts as usize {
+            return Err(field_error(
+                "hunts",
+                format!(
+                    "lists {} hunts but max_tracked_hunts is {}",
+                    hunts.len(),
+                    spec.max_tracked_hunts
+                ),
+            ));
+        }
+        Ok(Self {
+            hunt_source,
+            hunter_source,
+            session_ttl_s,
+            ticket_keys,
+            default_hunt,
+            hunts,
+            reject_status: spec.reject.status,
+            retry_after_s: spec.reject.retry_after_s,
+            max_tracked_hunts: spec.max_tracked_hunts,
+            untracked: spec.untracked_hunts,
+            unlisted: spec.unlisted_hunts,
+            max_hunt_metrics: spec.max_hunt_metrics,
+        })
+    }
+
+    /// Settings for a (normalized) hunt id, or `None` when unlisted hunts are rejected.
+    pub fn hunt_settings(&self, hunt: &str) -> Option<HuntSettings> {
+        match self.hunts.get(hunt) {
+            Some(settings) => Some(*settings),
+            None if self.unlisted == UnlistedPolicy::Admit => Some(self.default_hunt),
+            None => None,
+        }
+    }
+}
+
+fn check_max_hunters(field: &str, value: u32) -> Result<(), ConfigError> {
+    if value > MAX_HUNTERS_LIMIT {
+        return Err(field_error(
+            field,
+            format!("must be at most {MAX_HUNTERS_LIMIT}"),
+        ));
+    }
+    Ok(())
+}
+
+fn compile_prefix(prefix: &str) -> Result<Vec<String>, ConfigError> {
+    const FIELD: &str = "hunt.path_prefix";
+    if !prefix.starts_with('/') {
+        return Err(field_error(FIELD, "must start with `/`"));
+    }
+    let mut segments = Vec::new();
+    for segment in prefix.split('/').filter(|s| !s.is_empty()) {
+        if segment == "." || segment == ".." {
+            return Err(field_error(FIELD, "must not contain `.` or `..` segments"));
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        {
+            return Err(field_error(
+                FIELD,
+                "segments may only use [A-Za-z0-9-._~] (no percent-encoding)",
+            ));
+        }
+        segments.push(segment.to_ascii_lowercase());
+    }
+    if segments.is_empty() {
+        return Err(field_error(
+            FIELD,
+            "must have at least one segment, e.g. `/hunts/`",
+        ));
+    }
+    Ok(segments)
+}
+
+fn compile_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && !name.starts_with(':')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        return Err(field_error(
+            field,
+            "must be a non-empty header name of [A-Za-z0-9-_.]",
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}

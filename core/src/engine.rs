@@ -1,0 +1,361 @@
+//! One worker's request handling and tick, over any [`SharedData`].
+//!
+//! The proxy-wasm adapter feeds headers, the clock and a session-id minter in,
+//! and applies the returned [`Effects`]; nothing here calls the host directly.
+
+use crate::config::{Config, Mode, UntrackedPolicy};
+use crate::reply::{self, Reply};
+use crate::request::{classify, Classified, HuntRequest, Hunter, COOKIE_PREFIX};
+use crate::shared_data::{SharedData, StoreError};
+use crate::store::{self, AdmitOutcome, RegistryCache, SlotLookup};
+use crate::throttle::ThrottleCache;
+use crate::ticket::{needs_renewal, session_expiry_s, TicketError};
+
+/// How long the sweeper lease lasts; another worker takes over after this if the holder stops.
+pub const SWEEPER_LEASE_MS: u64 = 3_000;
+
+/// Value of `x-huntgate-decision` sent upstream.
+pub mod decision {
+    /// A new join was admitted (or a live session re-joined without its ticket).
+    pub const ADMITTED: &str = "admitted";
+    /// A valid ticket was presented.
+    pub const SESSION: &str = "session";
+    /// Shadow mode: enforce mode would have rejected this request.
+    pub const WOULD_REJECT: &str = "would-reject";
+    /// The hunt is past `max_tracked_hunts` and `untracked_hunts` is `pass`.
+    pub const UNTRACKED: &str = "untracked";
+}
+
+/// What happened to a request, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Not a hunt request.
+    NotHunt,
+    /// Valid ticket, forwarded.
+    Session,
+    /// Valid ticket past half-life: session extended and a new ticket issued.
+    Renewed,
+    /// New join admitted (or live session re-joined).
+    Admitted,
+    /// Join rejected (enforce).
+    Rejected,
+    /// Join would have been rejected (shadow).
+    ShadowRejected,
+    /// 400/401/404 before admission.
+    BadRequest,
+    /// Hunt past `max_tracked_hunts`.
+    Untracked,
+    /// The session store failed; see [`Effects::error`].
+    StoreFailed,
+}
+
+/// A ticket to hand back to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedTicket {
+    /// Value of the `x-huntgate-ticket` response header.
+    pub ticket: String,
+    /// Value of the `set-cookie` response header.
+    pub cookie: String,
+}
+
+/// What the adapter must do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effects {
+    /// Primary outcome.
+    pub event: Event,
+    /// Set `x-huntgate-decision` to this on the upstream request.
+    pub decision: Option<&'static str>,
+    /// Answer locally with this instead of forwarding.
+    pub reply: Option<Reply>,
+    /// Add this ticket to the response.
+    pub issue: Option<IssuedTicket>,
+    /// The presented ticket was refused (it counted as no ticket).
+    pub ticket_refused: Option<TicketError>,
+    /// A store failure to log.
+    pub error: Option<StoreError>,
+}
+
+impl Effects {
+    fn new(event: Event) -> Self {
+        Self {
+            event,
+            decision: None,
+            reply: None,
+            issue: None,
+            ticket_refused: None,
+            error: None,
+        }
+    }
+}
+
+/// Per-hunt gauge values published by the sweeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HuntGauge {
+    /// Canonical hunt id.
+    pub hunt: String,
+    /// Hunters holding a slot.
+    pub active: u32,
+    /// Enforced limit.
+    pub limit: u32,
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Whether this worker held the sweeper lease.
+    pub sweeper: bool,
+    /// Sessions expired by this tick.
+    pub expired: u32,
+    /// Hunts tracked in this process.
+    pub tracked_hunts: u32,
+    /// Gauges for the first `max_hunt_metrics` hunts (only when `sweeper`).
+    pub gauges: Vec<HuntGauge>,
+}
+
+/// One worker's state: its registry and throttle caches and its lease identity.
+#[derive(Debug)]
+pub struct Worker {
+    registry: RegistryCache,
+    throttle: ThrottleCache,
+    owner: u64,
+}
+
+/// The verdict on a join, from the mode and the store's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward and issue a ticket.
+    Admit,
+    /// Reply with the rejection.
+    Reject,
+    /// Forward, marked `would-reject`, no ticket.
+    WouldReject,
+}
+
+/// Pure admission verdict.
+pub fn verdict(mode: Mode, outcome: AdmitOutcome) -> Verdict {
+    match (outcome, mode) {
+        (AdmitOutcome::Admitted { .. } | AdmitOutcome::AlreadyActive, _) => Verdict::Admit,
+        (AdmitOutcome::Full { .. }, Mode::Enforce) => Verdict::Reject,
+        (AdmitOutcome::Full { .. }, Mode::Shadow) => Verdict::WouldReject,
+    }
+}
+
+impl Worker {
+    /// A worker whose lease identity is `owner` (unique per worker VM).
+    pub fn new(owner: u64) -> Self {
+        Self {
+            registry: RegistryCache::default(),
+            throttle: ThrottleCache::default(),
+            owner: owner.max(1),
+        }
+    }
+
+    /// Creates the shared-data layout and registers the listed hunts. Run in `on_configure`.
+    pub fn configure<S: SharedData>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+    ) -> Result<(), StoreError> {
+        store::prepare_layout(shared, config.max_tracked_hunts)?;
+        let mut listed: Vec<&String> = config.hunts.keys().collect();
+        listed.sort();
+        for hunt in listed {
+            self.registry
+                .resolve(shared, hunt, config.max_tracked_hunts)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one request's headers at `now_ms`. `mint` makes a fresh anonymous session id.
+    pub fn handle<S: SharedData>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+        headers: &[(String, String)],
+        now_ms: u64,
+        mint: &mut dyn FnMut() -> String,
+    ) -> Effects {
+        let request = match classify(config, headers) {
+            Classified::NotHunt => return Effects::new(Event::NotHunt),
+            Classified::Refuse(refusal) => {
+                let mut effects = Effects::new(Event::BadRequest);
+                effects.reply = Some(reply::refusal(&refusal));
+                return effects;
+            }
+            Classified::Hunt(request) => request,
+        };
+        let ttl_s = config.session_ttl_s;
+        let mut ticket_refused = None;
+        let mut renewal = None;
+        if let Some(ticket) = request.ticket {
+            match config
+                .ticket_keys
+                .verify(ticket, &request.hunt, now_ms, ttl_s)
+            {
+                Ok(claims) => match request.hunter {
+                    Hunter::Identified(id) if id != claims.hunter => {
+                        ticket_refused = Some(TicketError::OtherHunter)
+                    }
+                    _ if !needs_renewal(claims.expires_s, now_ms, ttl_s) => {
+                        let mut effects = Effects::new(Event::Session);
+                        effects.decision = Some(decision::SESSION);
+                        return effects;
+                    }
+                    _ => renewal = Some(claims.hunter),
+                },
+                Err(e) => ticket_refused = Some(e),
+            }
+        }
+        let mut effects = self.admit(config, shared, &request, renewal, now_ms, mint);
+        effects.ticket_refused = ticket_refused;
+        effects
+    }
+
+    fn admit<S: SharedData>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+        request: &HuntRequest<'_>,
+        renewal: Option<String>,
+        now_ms: u64,
+        mint: &mut dyn FnMut() -> String,
+    ) -> Effects {
+        let hunt = request.hunt.as_str();
+        let renewing = renewal.is_some();
+        let retry = config.retry_after_s;
+        let failed = |error: StoreError| {
+            let mut effects = Effects::new(Event::StoreFailed);
+            if renewing {
+                effects.decision = Some(decision::SESSION);
+            } else {
+                effects.reply = Some(reply::admission_unavailable(hunt, retry));
+            }
+            effects.error = Some(error);
+            effects
+        };
+        let slot = match self
+            .registry
+            .resolve(shared, hunt, config.max_tracked_hunts)
+        {
+            Ok(SlotLookup::Slot(slot)) => slot,
+            Ok(SlotLookup::Untracked) => {
+                let mut effects = Effects::new(Event::Untracked);
+                match config.untracked {
+                    UntrackedPolicy::Pass => effects.decision = Some(decision::UNTRACKED),
+                    UntrackedPolicy::Reject => {
+                        effects.reply = Some(reply::hunt_capacity(hunt, retry))
+                    }
+                }
+                return effects;
+            }
+            Err(e) => return failed(e),
+        };
+        let hunter = match (renewal, request.hunter) {
+            (Some(hunter), _) => hunter,
+            (None, Hunter::Identified(id)) => id.to_string(),
+            (None, Hunter::Anonymous) => mint(),
+        };
+        let expires_s = session_expiry_s(now_ms, config.session_ttl_s);
+        let key = store::hunter_key(hunt, &hunter);
+        let limit = if renewing {
+            None
+        } else {
+            match self.throttle.current(shared) {
+                Ok(table) => Some(table.limit(hunt, &request.settings)),
+                Err(e) => return failed(e),
+            }
+        };
+        let outcome = match store::admit(shared, slot, key, expires_s, now_ms, limit) {
+            Ok(outcome) => outcome,
+            Err(e) => return failed(e),
+        };
+        match verdict(request.settings.mode, outcome) {
+            Verdict::Admit => {
+                let event = if renewing {
+                    Event::Renewed
+                } else {
+                    Event::Admitted
+                };
+                let mut effects = Effects::new(event);
+                effects.decision = Some(if renewing {
+                    decision::SESSION
+                } else {
+                    decision::ADMITTED
+                });
+                let ticket = config.ticket_keys.issue(hunt, &hunter, expires_s);
+                effects.issue = Some(IssuedTicket {
+                    cookie: format!(
+                        "{COOKIE_PREFIX}{hunt}={ticket}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                        config.session_ttl_s
+                    ),
+                    ticket,
+                });
+                effects
+            }
+            Verdict::Reject | Verdict::WouldReject => {
+                let active = match outcome {
+                    AdmitOutcome::Full { active } => active,
+                    _ => 0,
+                };
+                if request.settings.mode == Mode::Shadow {
+                    let mut effects = Effects::new(Event::ShadowRejected);
+                    effects.decision = Some(decision::WOULD_REJECT);
+                    return effects;
+                }
+                let mut effects = Effects::new(Event::Rejected);
+                effects.reply = Some(reply::hunt_full(
+                    hunt,
+                    limit.unwrap_or(0),
+                    active,
+                    config.reject_status,
+                    config.retry_after_s,
+                ));
+                effects
+            }
+        }
+    }
+
+    /// Runs once per tick on every worker: the lease holder sweeps expired sessions
+    /// and reports gauges; the others only refresh their registry view.
+    pub fn tick<S: SharedData>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+        now_ms: u64,
+    ) -> Result<TickReport, StoreError> {
+        self.registry.refresh(shared)?;
+        let mut report = TickReport {
+            tracked_hunts: self.registry.len(),
+            ..TickReport::default()
+        };
+        if !store::acquire_lease(shared, "sweeper", self.owner, now_ms, SWEEPER_LEASE_MS)? {
+            return Ok(report);
+        }
+        report.sweeper = true;
+        let mut hunts: Vec<(String, u32)> = self
+            .registry
+            .hunts()
+            .map(|(hunt, slot)| (hunt.to_string(), slot))
+            .collect();
+        hunts.sort_by_key(|(_, slot)| *slot);
+        let table = self.throttle.current(shared)?.clone();
+        for (hunt, slot) in hunts {
+            let (expired, active) = store::sweep_slot(shared, slot, now_ms)?;
+            report.expired += expired;
+            if slot < config.max_hunt_metrics {
+                let settings = config.hunt_settings(&hunt).unwrap_or(config.default_hunt);
+                report.gauges.push(HuntGauge {
+                    limit: table.limit(&hunt, &settings),
+                    hunt,
+                    active,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// The error of the last throttle document that failed to parse, if any.
+    pub fn throttle_error(&self) -> Option<&str> {
+        self.throttle.last_error.as_deref()
+    }
+}

@@ -1,0 +1,21 @@
+//! huntgate-core: the admission logic of the huntgate Envoy filter, free of any
+//! proxy-wasm dependency so it runs and is tested natively and on wasm32.
+//!
+//! - [`config`]: the plugin configuration schema, validation and compiled form;
+//! - [`request`]: request → (hunt, hunter, ticket);
+//! - [`ticket`]: HMAC-signed admission tickets;
+//! - [`store`]: the exact, CAS-based session count in Envoy shared data;
+//! - [`throttle`]: governor ratios and the enforced limit;
+//! - [`engine`]: one worker's request handling and tick;
+//! - [`reply`]: JSON error replies.
+
+pub mod abi;
+pub mod config;
+pub mod engine;
+pub mod hunt_id;
+pub mod reply;
+pub mod request;
+pub mod shared_data;
+pub mod store;
+pub mod throttle;
+pub mod ticket;

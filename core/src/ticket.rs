@@ -1,0 +1,160 @@
+//! Admission tickets: `1.<b64 hunt>.<b64 hunter>.<expires_s>.<b64 mac>`, where the
+//! MAC is HMAC-SHA256 (first 16 bytes) over everything before the last `.`.
+//!
+//! A list of secrets allows rotation: the first signs, every one verifies.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Ticket format version, the first field.
+const VERSION: &str = "1";
+/// Bytes of the HMAC kept in a ticket.
+const MAC_BYTES: usize = 16;
+/// Longest ticket accepted for parsing.
+pub const MAX_TICKET_LEN: usize = 512;
+
+/// Keys that sign and verify tickets. `Debug` never prints them.
+#[derive(Clone)]
+pub struct TicketKeys {
+    macs: Vec<HmacSha256>,
+}
+
+impl fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TicketKeys({} keys)", self.macs.len())
+    }
+}
+
+/// What a valid ticket says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketClaims {
+    /// The hunter the ticket was issued to.
+    pub hunter: String,
+    /// Unix second at which it expires.
+    pub expires_s: u32,
+}
+
+/// Why a ticket counts as no ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketError {
+    /// Not a ticket of this format.
+    Malformed,
+    /// Issued for another hunt.
+    OtherHunt,
+    /// Issued to another hunter than the request's identity.
+    OtherHunter,
+    /// No key verifies its MAC.
+    BadSignature,
+    /// Past its expiry, or claiming an expiry beyond the session TTL.
+    Expired,
+}
+
+impl TicketKeys {
+    /// Builds keys from secrets; the first signs.
+    pub fn new(secrets: &[String]) -> Result<Self, String> {
+        let macs = secrets
+            .iter()
+            .map(|s| HmacSha256::new_from_slice(s.as_bytes()).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if macs.is_empty() {
+            return Err("must list at least one secret".to_string());
+        }
+        Ok(Self { macs })
+    }
+
+    /// Issues a ticket for `hunter` in `hunt`, valid until unix second `expires_s`.
+    pub fn issue(&self, hunt: &str, hunter: &str, expires_s: u32) -> String {
+        let mut ticket = format!(
+            "{VERSION}.{}.{}.{expires_s}",
+            URL_SAFE_NO_PAD.encode(hunt),
+            URL_SAFE_NO_PAD.encode(hunter)
+        );
+        if let Some(signer) = self.macs.first() {
+            let mut mac = signer.clone();
+            mac.update(ticket.as_bytes());
+            let tag = mac.finalize().into_bytes();
+            ticket.push('.');
+            ticket.push_str(&URL_SAFE_NO_PAD.encode(tag.get(..MAC_BYTES).unwrap_or_default()));
+        }
+        ticket
+    }
+
+    /// Verifies a ticket for `hunt` at `now_ms`; a ticket claiming to live longer
+    /// than `ttl_s` from now is refused (so lowering the TTL takes effect).
+    pub fn verify(
+        &self,
+        ticket: &str,
+        hunt: &str,
+        now_ms: u64,
+        ttl_s: u32,
+    ) -> Result<TicketClaims, TicketError> {
+        if ticket.len() > MAX_TICKET_LEN {
+            return Err(TicketError::Malformed);
+        }
+        let (body, mac_b64) = ticket.rsplit_once('.').ok_or(TicketError::Malformed)?;
+        let mut fields = body.split('.');
+        let (Some(version), Some(hunt_b64), Some(hunter_b64), Some(exp), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(TicketError::Malformed);
+        };
+        if version != VERSION {
+            return Err(TicketError::Malformed);
+        }
+        let tag = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if tag.len() != MAC_BYTES {
+            return Err(TicketError::Malformed);
+        }
+        let verified = self.macs.iter().any(|key| {
+            let mut mac = key.clone();
+            mac.update(body.as_bytes());
+            mac.verify_truncated_left(&tag).is_ok()
+        });
+        if !verified {
+            return Err(TicketError::BadSignature);
+        }
+        let ticket_hunt = URL_SAFE_NO_PAD
+            .decode(hunt_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if ticket_hunt != hunt.as_bytes() {
+            return Err(TicketError::OtherHunt);
+        }
+        let expires_s: u32 = exp.parse().map_err(|_| TicketError::Malformed)?;
+        let now_s = now_ms / 1000;
+        if u64::from(expires_s) * 1000 <= now_ms
+            || u64::from(expires_s) > now_s + u64::from(ttl_s) + 1
+        {
+            return Err(TicketError::Expired);
+        }
+        let hunter = URL_SAFE_NO_PAD
+            .decode(hunter_b64)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .ok_or(TicketError::Malformed)?;
+        Ok(TicketClaims { hunter, expires_s })
+    }
+}
+
+/// Unix second at which a session touched at `now_ms` expires.
+pub fn session_expiry_s(now_ms: u64, ttl_s: u32) -> u32 {
+    let expires_ms = now_ms.saturating_add(u64::from(ttl_s) * 1000);
+    u32::try_from(expires_ms.div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
+/// Whether a ticket expiring at `expires_s` is past half its life at `now_ms` and should be renewed.
+pub fn needs_renewal(expires_s: u32, now_ms: u64, ttl_s: u32) -> bool {
+    let remaining_ms = (u64::from(expires_s) * 1000).saturating_sub(now_ms);
+    remaining_ms * 2 < u64::from(ttl_s) * 1000
+}

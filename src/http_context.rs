@@ -1,0 +1,107 @@
+//! Per-request context: reads the headers once, lets the engine decide, and
+//! applies its effects (upstream decision header, local reply, ticket).
+
+use std::rc::Rc;
+
+use huntgate_core::engine::IssuedTicket;
+use huntgate_core::request::{DECISION_HEADER, TICKET_HEADER};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::host::{self, HeaderMap, HostSharedData, Level};
+use crate::root_context::Shared;
+
+/// One HTTP stream.
+pub struct HuntgateHttp {
+    shared: Rc<Shared>,
+    ticket: Option<IssuedTicket>,
+}
+
+impl HuntgateHttp {
+    /// A context for one stream.
+    pub fn new(shared: Rc<Shared>) -> Self {
+        Self {
+            shared,
+            ticket: None,
+        }
+    }
+}
+
+/// A fresh anonymous session id: 128 random bits, hex.
+fn mint_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let now = host::now_ms().unwrap_or(0);
+        for (byte, time_byte) in bytes.iter_mut().zip(now.to_le_bytes()) {
+            *byte = time_byte;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn warn(message: &str) {
+    host::log(Level::Warn, message);
+}
+
+impl Context for HuntgateHttp {}
+
+impl HttpContext for HuntgateHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let Ok(metrics) = shared.metrics.try_borrow() else {
+            return Action::Continue;
+        };
+        let (headers, now) = match (host::header_pairs(HeaderMap::Request), host::now_ms()) {
+            (Ok(headers), Ok(now)) => (headers, now),
+            (Err(e), _) | (_, Err(e)) => {
+                metrics.host_error();
+                warn(&format!("request passed unchecked: {e}"));
+                return Action::Continue;
+            }
+        };
+        let Ok(mut worker) = shared.worker.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let effects = worker.handle(
+            &shared.config,
+            &HostSharedData,
+            &headers,
+            now,
+            &mut mint_session_id,
+        );
+        metrics.record(&effects);
+        if let Some(error) = &effects.error {
+            warn(&format!("session store: {error}"));
+        }
+        if let Some(reply) = &effects.reply {
+            let headers: Vec<(&str, &str)> = reply
+                .headers
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            if let Err(e) = host::send_reply(reply.status, &headers, reply.body.as_bytes()) {
+                warn(&format!("cannot send reply: {e}"));
+                return Action::Continue;
+            }
+            return Action::Pause;
+        }
+        if let Some(decision) = effects.decision {
+            if let Err(e) = host::set_header(HeaderMap::Request, DECISION_HEADER, decision) {
+                warn(&format!("cannot mark request: {e}"));
+            }
+        }
+        self.ticket = effects.issue;
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(issued) = self.ticket.take() {
+            let set = host::set_header(HeaderMap::Response, TICKET_HEADER, &issued.ticket)
+                .and_then(|()| host::add_header(HeaderMap::Response, "set-cookie", &issued.cookie));
+            if let Err(e) = set {
+                warn(&format!("cannot attach ticket: {e}"));
+            }
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,118 @@
+//! The filter's Envoy stats: process-wide counters every worker increments,
+//! and per-hunt gauges only the sweeper worker records.
+
+use hashbrown::HashMap;
+use huntgate_core::engine::{Effects, Event, HuntGauge};
+
+use crate::host::{self, MetricKind};
+
+/// Counter ids of one VM (ids are per VM; the stats behind them are per process).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    admitted: Option<u32>,
+    renewed: Option<u32>,
+    session: Option<u32>,
+    rejected: Option<u32>,
+    shadow_rejected: Option<u32>,
+    bad_request: Option<u32>,
+    untracked_hunt: Option<u32>,
+    ticket_invalid: Option<u32>,
+    store_error: Option<u32>,
+    expired: Option<u32>,
+    tracked_hunts: Option<u32>,
+    hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
+}
+
+fn define(kind: MetricKind, name: &str) -> Option<u32> {
+    match host::define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            host::log(host::Level::Warn, &format!("metric {name}: {e}"));
+            None
+        }
+    }
+}
+
+fn bump(id: Option<u32>, delta: i64) {
+    if let Some(id) = id {
+        // A failed increment only loses a sample; nothing to recover.
+        let _ = host::increment_metric(id, delta);
+    }
+}
+
+fn set(id: Option<u32>, value: u32) {
+    if let Some(id) = id {
+        let _ = host::record_metric(id, u64::from(value));
+    }
+}
+
+impl Metrics {
+    /// Defines the counters (idempotent per name).
+    pub fn define() -> Self {
+        use MetricKind::{Counter, Gauge};
+        Self {
+            admitted: define(Counter, "huntgate_admitted"),
+            renewed: define(Counter, "huntgate_renewed"),
+            session: define(Counter, "huntgate_session"),
+            rejected: define(Counter, "huntgate_rejected"),
+            shadow_rejected: define(Counter, "huntgate_shadow_rejected"),
+            bad_request: define(Counter, "huntgate_bad_request"),
+            untracked_hunt: define(Counter, "huntgate_untracked_hunt"),
+            ticket_invalid: define(Counter, "huntgate_ticket_invalid"),
+            store_error: define(Counter, "huntgate_store_error"),
+            expired: define(Counter, "huntgate_expired"),
+            tracked_hunts: define(Gauge, "huntgate_tracked_hunts"),
+            hunt_gauges: HashMap::new(),
+        }
+    }
+
+    /// Counts one request's outcome.
+    pub fn record(&self, effects: &Effects) {
+        let id = match effects.event {
+            Event::NotHunt => None,
+            Event::Session => self.session,
+            Event::Renewed => self.renewed,
+            Event::Admitted => self.admitted,
+            Event::Rejected => self.rejected,
+            Event::ShadowRejected => self.shadow_rejected,
+            Event::BadRequest => self.bad_request,
+            Event::Untracked => self.untracked_hunt,
+            Event::StoreFailed => self.store_error,
+        };
+        bump(id, 1);
+        if effects.ticket_refused.is_some() {
+            bump(self.ticket_invalid, 1);
+        }
+    }
+
+    /// Counts a host failure outside the engine.
+    pub fn host_error(&self) {
+        bump(self.store_error, 1);
+    }
+
+    /// Records the sweeper's view: expired sessions, tracked hunts, per-hunt gauges.
+    pub fn record_tick(&mut self, expired: u32, tracked: u32, gauges: &[HuntGauge]) {
+        bump(self.expired, i64::from(expired));
+        set(self.tracked_hunts, tracked);
+        for gauge in gauges {
+            let (active, limit) =
+                *self
+                    .hunt_gauges
+                    .entry(gauge.hunt.clone())
+                    .or_insert_with(|| {
+                        (
+                            define(
+                                MetricKind::Gauge,
+                                &format!("huntgate_hunt.{}.active", gauge.hunt),
+                            ),
+                            define(
+                                MetricKind::Gauge,
+                                &format!("huntgate_hunt.{}.limit", gauge.hunt),
+                            ),
+                        )
+                    });
+            set(active, gauge.active);
+            set(limit, gauge.limit);
+        }
+    }
+}
