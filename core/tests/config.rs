@@ -1,0 +1,138 @@
+//! Configuration: defaults, and refusals that name the field at fault.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use huntgate_core::config::{Config, HuntSource, HunterSource, Mode, UnlistedPolicy};
+
+const SECRET: &str = "0123456789abcdef";
+
+fn refused(json: &str) -> (String, String) {
+    let err = Config::from_json(json.as_bytes()).expect_err("config should be refused");
+    (err.field, err.problem)
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let config =
+        Config::from_json(format!(r#"{{"ticket_secrets":["{SECRET}"]}}"#).as_bytes()).unwrap();
+    assert_eq!(
+        config.hunt_source,
+        HuntSource::PathPrefix(vec!["hunts".into()])
+    );
+    assert_eq!(
+        config.hunter_source,
+        HunterSource::Header("x-veltrix-hunter".into())
+    );
+    assert_eq!(config.session_ttl_s, 300);
+    assert_eq!(config.default_hunt.max_hunters, 2000);
+    assert_eq!(config.default_hunt.mode, Mode::Enforce);
+    assert_eq!(config.reject_status, 429);
+    assert_eq!(config.retry_after_s, 30);
+    assert_eq!(config.max_tracked_hunts, 1024);
+    assert_eq!(config.unlisted, UnlistedPolicy::Admit);
+}
+
+#[test]
+fn per_hunt_overrides_inherit_what_they_do_not_set() {
+    let config = Config::from_json(
+        format!(
+            r#"{{"ticket_secrets":["{SECRET}"],"mode":"shadow","max_hunters":7,
+                "hunts":{{"Hunt-001":{{"max_hunters":50}},"h2":{{"mode":"enforce"}}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let h1 = config.hunt_settings("hunt-001").unwrap();
+    assert_eq!((h1.max_hunters, h1.mode), (50, Mode::Shadow));
+    let h2 = config.hunt_settings("h2").unwrap();
+    assert_eq!((h2.max_hunters, h2.mode), (7, Mode::Enforce));
+    let other = config.hunt_settings("other").unwrap();
+    assert_eq!((other.max_hunters, other.mode), (7, Mode::Shadow));
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"session_ttl_s":0}"#,
+            "session_ttl_s",
+        ),
+        (r#"{"ticket_secrets":[]}"#, "ticket_secrets"),
+        (r#"{"ticket_secrets":["short"]}"#, "ticket_secrets[0]"),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#,
+            "max_huntrs",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"mode":"log"}"#,
+            "mode",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"max_hunters":-1}"#,
+            "max_hunters",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"bad id":{}}}"#,
+            "hunts.bad id",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"h":{"max_hunters":"x"}}}"#,
+            "hunts.h.max_hunters",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"H":{},"h":{}}}"#,
+            "hunts.h",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"reject":{"status":99}}"#,
+            "reject.status",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"anonymous":false}}"#,
+            "hunter.anonymous",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":""}}"#,
+            "hunter.header",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"hunts"}}"#,
+            "hunt.path_prefix",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"/a/../b"}}"#,
+            "hunt.path_prefix",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":0}"#,
+            "max_tracked_hunts",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":1,"hunts":{"a":{},"b":{}}}"#,
+            "hunts",
+        ),
+    ];
+    for (json, field) in cases {
+        let (got, problem) = refused(json);
+        assert_eq!(&got, field, "{json}: {problem}");
+        assert!(!problem.is_empty());
+    }
+}
+
+#[test]
+fn unknown_field_message_names_the_unknown_field() {
+    let (_, problem) = refused(r#"{"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#);
+    assert!(problem.contains("max_huntrs"), "{problem}");
+}
+
+#[test]
+fn missing_secrets_and_garbage_are_refused() {
+    assert!(refused("{}").1.contains("ticket_secrets"));
+    assert_eq!(refused("not json").0, ".");
+    assert_eq!(
+        refused(r#"{"ticket_secrets":["0123456789abcdef"]} x"#).0,
+        "."
+    );
+}

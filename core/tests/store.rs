@@ -1,0 +1,169 @@
+//! The shared session store: exact counting under concurrency, expiry, registry cap, lease.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use huntgate_core::shared_data::MemorySharedData;
+use huntgate_core::store::{
+    acquire_lease, active_count, admit, hunter_key, prepare_layout, sweep_slot, AdmitOutcome,
+    RegistryCache, SlotLookup,
+};
+
+const NOW: u64 = 1_800_000_000_000;
+const EXP: u32 = 1_800_000_060; // NOW + 60 s
+
+fn store(slots: u32) -> MemorySharedData {
+    let shared = MemorySharedData::default();
+    prepare_layout(&shared, slots).unwrap();
+    shared
+}
+
+#[test]
+fn admits_exactly_up_to_the_limit() {
+    let s = store(1);
+    for i in 0..5u64 {
+        assert_eq!(
+            admit(&s, 0, i, EXP, NOW, Some(5)).unwrap(),
+            AdmitOutcome::Admitted {
+                active: i as u32 + 1
+            }
+        );
+    }
+    assert_eq!(
+        admit(&s, 0, 99, EXP, NOW, Some(5)).unwrap(),
+        AdmitOutcome::Full { active: 5 }
+    );
+    assert_eq!(active_count(&s, 0).unwrap(), 5);
+}
+
+#[test]
+fn a_live_hunter_joining_again_takes_no_second_slot_even_when_full() {
+    let s = store(1);
+    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    assert_eq!(
+        admit(&s, 0, 1, EXP + 5, NOW, Some(1)).unwrap(),
+        AdmitOutcome::AlreadyActive
+    );
+    assert_eq!(active_count(&s, 0).unwrap(), 1);
+}
+
+#[test]
+fn renewal_without_limit_recreates_a_lost_session() {
+    let s = store(1);
+    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    assert_eq!(
+        admit(&s, 0, 2, EXP, NOW, None).unwrap(),
+        AdmitOutcome::Admitted { active: 2 }
+    );
+}
+
+#[test]
+fn sweep_frees_expired_slots_and_keeps_live_ones() {
+    let s = store(1);
+    admit(&s, 0, 1, EXP, NOW, Some(2)).unwrap();
+    admit(&s, 0, 2, EXP + 30, NOW, Some(2)).unwrap();
+    assert_eq!(sweep_slot(&s, 0, NOW + 59_999).unwrap(), (0, 2));
+    assert_eq!(sweep_slot(&s, 0, u64::from(EXP) * 1000).unwrap(), (1, 1));
+    assert_eq!(
+        admit(&s, 0, 3, EXP + 60, NOW + 61_000, Some(2)).unwrap(),
+        AdmitOutcome::Admitted { active: 2 }
+    );
+}
+
+#[test]
+fn an_expired_but_unswept_session_is_a_new_join() {
+    let s = store(1);
+    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    // Past expiry, not yet swept: the hunter comes back while the hunt is full.
+    let later = u64::from(EXP) * 1000 + 10;
+    assert_eq!(
+        admit(&s, 0, 1, EXP + 60, later, Some(1)).unwrap(),
+        AdmitOutcome::Full { active: 1 }
+    );
+    assert_eq!(
+        admit(&s, 0, 1, EXP + 60, later, Some(2)).unwrap(),
+        AdmitOutcome::AlreadyActive
+    );
+    assert_eq!(active_count(&s, 0).unwrap(), 1);
+}
+
+#[test]
+fn registry_assigns_stable_slots_up_to_the_cap() {
+    let s = store(2);
+    let mut a = RegistryCache::default();
+    let mut b = RegistryCache::default();
+    assert_eq!(a.resolve(&s, "h1", 2).unwrap(), SlotLookup::Slot(0));
+    assert_eq!(b.resolve(&s, "h2", 2).unwrap(), SlotLookup::Slot(1));
+    assert_eq!(b.resolve(&s, "h1", 2).unwrap(), SlotLookup::Slot(0));
+    assert_eq!(a.resolve(&s, "h3", 2).unwrap(), SlotLookup::Untracked);
+    assert_eq!(a.resolve(&s, "h2", 2).unwrap(), SlotLookup::Slot(1));
+}
+
+#[test]
+fn hunter_keys_differ_per_hunt_and_hunter() {
+    assert_ne!(hunter_key("h1", "a"), hunter_key("h2", "a"));
+    assert_ne!(hunter_key("h1", "a"), hunter_key("h1", "b"));
+    assert_eq!(hunter_key("h1", "a"), hunter_key("h1", "a"));
+}
+
+#[test]
+fn one_lease_holder_until_it_lapses() {
+    let s = store(1);
+    assert!(acquire_lease(&s, "sweeper", 1, NOW, 3_000).unwrap());
+    assert!(!acquire_lease(&s, "sweeper", 2, NOW + 1_000, 3_000).unwrap());
+    assert!(acquire_lease(&s, "sweeper", 1, NOW + 1_000, 3_000).unwrap());
+    assert!(acquire_lease(&s, "sweeper", 2, NOW + 4_000, 3_000).unwrap());
+    assert!(!acquire_lease(&s, "sweeper", 1, NOW + 4_500, 3_000).unwrap());
+}
+
+#[test]
+fn layout_is_prepared_once_and_extends_when_the_cap_grows() {
+    let s = store(2);
+    let keys = s.key_count();
+    prepare_layout(&s, 2).unwrap();
+    assert_eq!(s.key_count(), keys);
+    prepare_layout(&s, 3).unwrap();
+    assert_eq!(s.key_count(), keys + 17);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn concurrent_joins_on_many_threads_never_exceed_the_limit() {
+    use std::sync::{Arc, Barrier};
+    let s = Arc::new(store(1));
+    let threads = 8u64;
+    let per_thread = 50u64;
+    let barrier = Arc::new(Barrier::new(threads as usize + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut admitted = 0;
+                for i in 0..per_thread {
+                    // Every thread also re-joins a hunter another thread may own, and sweeps.
+                    let own = hunter_key("h1", &format!("hunter-{t}-{i}"));
+                    let shared_with_thread_0 = hunter_key("h1", &format!("hunter-0-{i}"));
+                    for key in [own, shared_with_thread_0] {
+                        if let AdmitOutcome::Admitted { .. } =
+                            admit(&*s, 0, key, EXP, NOW, Some(50)).unwrap()
+                        {
+                            admitted += 1;
+                        }
+                    }
+                    sweep_slot(&*s, 0, NOW).unwrap();
+                }
+                admitted
+            })
+        })
+        .collect();
+    barrier.wait();
+    let admitted: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(admitted, 50);
+    assert_eq!(active_count(&*s, 0).unwrap(), 50);
+    // Everything expires: the count returns to zero.
+    let (expired, left) = sweep_slot(&*s, 0, u64::from(EXP) * 1000).unwrap();
+    assert_eq!((expired, left), (50, 0));
+}
