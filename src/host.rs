@@ -21,6 +21,8 @@ pub enum HeaderMap {
     Request = 0,
     /// Response headers.
     Response = 2,
+    /// Headers of a dispatched HTTP call's response.
+    CallResponse = 6,
 }
 
 /// Metric kinds (proxy-wasm ABI `MetricType`).
@@ -45,6 +47,8 @@ pub enum Level {
 
 /// Buffer holding the plugin configuration (proxy-wasm ABI `BufferType`).
 const PLUGIN_CONFIGURATION_BUFFER: u32 = 7;
+/// Buffer holding an HTTP call's response body (proxy-wasm ABI `BufferType`).
+const HTTP_CALL_RESPONSE_BODY_BUFFER: u32 = 4;
 
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
@@ -172,28 +176,60 @@ pub fn set_tick_period_ms(period_ms: u32) -> Result<(), HostError> {
     })
 }
 
-/// The plugin configuration bytes (empty when none is set).
-pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
+/// Up to `max_size` bytes of a host buffer (empty when there is none).
+fn buffer(buffer_type: u32, max_size: usize, call: &'static str) -> Result<Vec<u8>, HostError> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: the host allocates the returned buffer with our allocator; we take it.
-    let status = unsafe {
-        proxy_get_buffer_bytes(
-            PLUGIN_CONFIGURATION_BUFFER,
-            0,
-            usize::MAX,
-            &mut data,
-            &mut size,
-        )
-    };
+    let status = unsafe { proxy_get_buffer_bytes(buffer_type, 0, max_size, &mut data, &mut size) };
     match status {
         STATUS_OK => Ok(unsafe { take_host_buffer(data, size) }),
         STATUS_NOT_FOUND => Ok(Vec::new()),
-        status => Err(HostError {
-            call: "get_buffer(plugin_configuration)",
-            status,
-        }),
+        status => Err(HostError { call, status }),
     }
+}
+
+/// The plugin configuration bytes (empty when none is set).
+pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
+    buffer(
+        PLUGIN_CONFIGURATION_BUFFER,
+        usize::MAX,
+        "get_buffer(plugin_configuration)",
+    )
+}
+
+/// Up to `max_size` bytes of the current HTTP call response body.
+pub fn call_response_body(max_size: usize) -> Result<Vec<u8>, HostError> {
+    buffer(
+        HTTP_CALL_RESPONSE_BODY_BUFFER,
+        max_size,
+        "get_buffer(http_call_response_body)",
+    )
+}
+
+/// Dispatches an HTTP call to an Envoy cluster; the answer arrives in the root
+/// context's `on_http_call_response`.
+///
+/// This one goes through the SDK, because the SDK's dispatcher must register the
+/// token to route the answer. Its wrapper panics only on a status other than Ok,
+/// BadArgument and InternalFailure, which Envoy's `http_call` does not return for
+/// well-formed headers (ours always are).
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    timeout_ms: u32,
+) -> Result<u32, HostError> {
+    proxy_wasm::hostcalls::dispatch_http_call(
+        cluster,
+        headers.to_vec(),
+        None,
+        Vec::new(),
+        std::time::Duration::from_millis(u64::from(timeout_ms)),
+    )
+    .map_err(|status| HostError {
+        call: "http_call",
+        status: status as u32,
+    })
 }
 
 /// All pairs of a header map, values decoded lossily (non-UTF-8 bytes become U+FFFD).

@@ -3,6 +3,7 @@
 
 use hashbrown::HashMap;
 use huntgate_core::engine::{Effects, Event, HuntGauge};
+use huntgate_core::fetcher::FetchResult;
 
 use crate::host::{self, MetricKind};
 
@@ -20,6 +21,10 @@ pub struct Metrics {
     store_error: Option<u32>,
     expired: Option<u32>,
     tracked_hunts: Option<u32>,
+    fetch_ok: Option<u32>,
+    fetch_failed: Option<u32>,
+    fetch_failures_in_a_row: Option<u32>,
+    document_age_ms: Option<u32>,
     hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
 }
 
@@ -62,6 +67,10 @@ impl Metrics {
             store_error: define(Counter, "huntgate_store_error"),
             expired: define(Counter, "huntgate_expired"),
             tracked_hunts: define(Gauge, "huntgate_tracked_hunts"),
+            fetch_ok: define(Counter, "huntgate_governor_fetch_ok"),
+            fetch_failed: define(Counter, "huntgate_governor_fetch_failed"),
+            fetch_failures_in_a_row: define(Gauge, "huntgate_governor_fetch_failures_in_a_row"),
+            document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
             hunt_gauges: HashMap::new(),
         }
     }
@@ -88,6 +97,27 @@ impl Metrics {
     /// Counts a host failure outside the engine.
     pub fn host_error(&self) {
         bump(self.store_error, 1);
+    }
+
+    /// Counts a governor fetch that could not be dispatched.
+    pub fn fetch_failed(&self) {
+        bump(self.fetch_failed, 1);
+    }
+
+    /// Counts a governor fetch's result.
+    pub fn fetch_result(&self, result: &FetchResult, failures_in_a_row: u32) {
+        match result {
+            FetchResult::Failed(_) => bump(self.fetch_failed, 1),
+            _ => bump(self.fetch_ok, 1),
+        }
+        set(self.fetch_failures_in_a_row, failures_in_a_row);
+    }
+
+    /// Records the age of the governor document in force (sweeper only).
+    pub fn document_age(&self, age_ms: Option<u64>) {
+        if let (Some(id), Some(age)) = (self.document_age_ms, age_ms) {
+            let _ = host::record_metric(id, age);
+        }
     }
 
     /// Records the sweeper's view: expired sessions, tracked hunts, per-hunt gauges.

@@ -6,15 +6,21 @@ use std::rc::Rc;
 
 use huntgate_core::config::Config;
 use huntgate_core::engine::Worker;
+use huntgate_core::fetcher::{FetchResult, Fetcher};
+use huntgate_core::store;
+use huntgate_core::throttle::MAX_THROTTLE_BYTES;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use crate::host::{self, HostSharedData, Level};
+use crate::host::{self, HeaderMap, HostSharedData, Level};
 use crate::http_context::HuntgateHttp;
 use crate::metrics::Metrics;
 
-/// Tick period: sessions are swept and gauges published this often.
+/// Tick period: sessions are swept and gauges published this often
+/// (shorter when the governor poll interval is shorter).
 const TICK_MS: u32 = 1_000;
+/// How long the fetcher lease lasts without renewal (renewed every tick).
+const FETCHER_LEASE_MS: u64 = 3_000;
 
 /// What every HTTP context of this VM shares.
 pub struct Shared {
@@ -29,7 +35,9 @@ pub struct Shared {
 /// Root context: one per VM (one per worker thread, plus the main thread).
 pub struct HuntgateRoot {
     context_id: u32,
+    owner: u64,
     shared: Option<Rc<Shared>>,
+    fetcher: Fetcher,
 }
 
 impl HuntgateRoot {
@@ -37,7 +45,9 @@ impl HuntgateRoot {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
+            owner: 0,
             shared: None,
+            fetcher: Fetcher::default(),
         }
     }
 
@@ -48,9 +58,95 @@ impl HuntgateRoot {
             Err(_) => host::now_ms().unwrap_or(0) ^ (u64::from(self.context_id) << 48),
         }
     }
+
+    /// The elected fetcher dispatches the next governor fetch when one is due.
+    fn fetch_if_due(&mut self, shared: &Shared, now: u64) {
+        let Some(feed) = &shared.config.governor else {
+            return;
+        };
+        match store::acquire_lease(
+            &HostSharedData,
+            "fetcher",
+            self.owner,
+            now,
+            FETCHER_LEASE_MS,
+        ) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                host::log(Level::Warn, &format!("fetcher lease: {e}"));
+                return;
+            }
+        }
+        let Some(request) = self.fetcher.poll(feed, now) else {
+            return;
+        };
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Err(e) = host::dispatch_http_call(&feed.cluster, &headers, request.timeout_ms) {
+            self.fetcher.dispatch_failed(feed, now);
+            if let Ok(metrics) = shared.metrics.try_borrow() {
+                metrics.fetch_failed();
+            }
+            host::log(
+                Level::Warn,
+                &format!(
+                    "governor fetch to cluster `{}` not dispatched: {e}",
+                    feed.cluster
+                ),
+            );
+        }
+    }
 }
 
-impl Context for HuntgateRoot {}
+impl Context for HuntgateRoot {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(shared), Ok(now)) = (self.shared.clone(), host::now_ms()) else {
+            return;
+        };
+        let Some(feed) = &shared.config.governor else {
+            return;
+        };
+        let headers = host::header_pairs(HeaderMap::CallResponse).unwrap_or_default();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let status = find(":status").and_then(|s| s.parse::<u32>().ok());
+        let body = if body_size > MAX_THROTTLE_BYTES {
+            b"document too large".to_vec()
+        } else {
+            host::call_response_body(body_size).unwrap_or_default()
+        };
+        let result =
+            self.fetcher
+                .on_response(feed, &HostSharedData, now, status, find("etag"), &body);
+        if let Ok(metrics) = shared.metrics.try_borrow() {
+            metrics.fetch_result(&result, self.fetcher.consecutive_failures);
+        }
+        let failures = self.fetcher.consecutive_failures;
+        if let FetchResult::Failed(why) = result {
+            // First failure, then once a minute of failures: no log flood while the governor is down.
+            if failures == 1 || failures % 60 == 0 {
+                host::log(
+                    Level::Warn,
+                    &format!("governor fetch failed ({failures} in a row): {why}"),
+                );
+            }
+        }
+    }
+}
 
 impl RootContext for HuntgateRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -68,12 +164,18 @@ impl RootContext for HuntgateRoot {
                 return false;
             }
         };
-        let mut worker = Worker::new(self.owner_id());
+        self.owner = self.owner_id();
+        self.fetcher = Fetcher::default();
+        let mut worker = Worker::new(self.owner);
         if let Err(e) = worker.configure(&config, &HostSharedData) {
             host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
             return false;
         }
-        if let Err(e) = host::set_tick_period_ms(TICK_MS) {
+        let tick_ms = config
+            .governor
+            .as_ref()
+            .map_or(TICK_MS, |feed| feed.poll_interval_ms.min(TICK_MS));
+        if let Err(e) = host::set_tick_period_ms(tick_ms) {
             host::log(Level::Error, &format!("cannot start the tick: {e}"));
             return false;
         }
@@ -86,7 +188,12 @@ impl RootContext for HuntgateRoot {
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if let Ok(now) = host::now_ms() {
+            self.fetch_if_due(&shared, now);
+        }
         let (Ok(mut worker), Ok(mut metrics)) = (
             shared.worker.try_borrow_mut(),
             shared.metrics.try_borrow_mut(),
@@ -102,7 +209,10 @@ impl RootContext for HuntgateRoot {
         };
         match worker.tick(&shared.config, &HostSharedData, now) {
             Ok(report) if report.sweeper => {
-                metrics.record_tick(report.expired, report.tracked_hunts, &report.gauges)
+                metrics.record_tick(report.expired, report.tracked_hunts, &report.gauges);
+                if shared.config.governor.is_some() {
+                    metrics.document_age(worker.document_age_ms(now));
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -115,12 +225,12 @@ impl RootContext for HuntgateRoot {
         }
     }
 
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
         Some(Box::new(HuntgateHttp::new(shared)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }

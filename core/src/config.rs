@@ -11,6 +11,7 @@ use hashbrown::HashMap;
 use serde::Deserialize;
 
 use crate::hunt_id::{normalize_hunt_id, HuntIdError};
+use crate::throttle::{StalePolicy, Staleness};
 use crate::ticket::TicketKeys;
 
 /// Smallest accepted ticket secret, in bytes.
@@ -130,6 +131,88 @@ pub enum UnlistedPolicy {
     Reject,
 }
 
+/// What the filter does once the governor's document is older than `max_stale_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OnStaleSpec {
+    /// No limit: every join is admitted (sessions are still counted).
+    FailOpen,
+    /// No new joins; ticket holders keep playing.
+    FailClosed,
+    /// This ratio (0–1) of max_hunters.
+    Ratio(f64),
+}
+
+impl Default for OnStaleSpec {
+    fn default() -> Self {
+        OnStaleSpec::Ratio(1.0)
+    }
+}
+
+/// Where the filter fetches throttle ratios from (the governor).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GovernorSpec {
+    /// Envoy cluster of the governor (must exist in the proxy).
+    pub cluster: String,
+    /// `:authority` of the fetch (default: the cluster name).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Path of the throttle document (default `/v1/throttle`).
+    #[serde(default = "default_governor_path")]
+    pub path: String,
+    /// Plain polling period in ms, 100–60000 (default 1000); also the retry delay after a failure.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u32,
+    /// Long-poll wait in seconds, 0–60 (default 25; 0 = plain polling).
+    #[serde(default = "default_long_poll_s")]
+    pub long_poll_s: u32,
+    /// Timeout of a plain fetch in ms (default 2000); long polls add `long_poll_s`.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Seconds the last good document stays in force without a successful fetch (default 30).
+    #[serde(default = "default_max_stale_s")]
+    pub max_stale_s: u32,
+    /// The fallback once stale: `{"ratio": R}` (default `{"ratio": 1.0}`), `"fail_open"` or `"fail_closed"`.
+    #[serde(default)]
+    pub on_stale: OnStaleSpec,
+}
+
+fn default_governor_path() -> String {
+    "/v1/throttle".to_string()
+}
+fn default_poll_interval_ms() -> u32 {
+    1000
+}
+fn default_long_poll_s() -> u32 {
+    25
+}
+fn default_fetch_timeout_ms() -> u32 {
+    2000
+}
+fn default_max_stale_s() -> u32 {
+    30
+}
+
+/// Compiled governor feed settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GovernorFeed {
+    /// Envoy cluster name.
+    pub cluster: String,
+    /// `:authority` header.
+    pub authority: String,
+    /// Document path.
+    pub path: String,
+    /// Polling period (and retry delay) in ms.
+    pub poll_interval_ms: u32,
+    /// Long-poll wait in seconds (0: plain polling).
+    pub long_poll_s: u32,
+    /// Plain fetch timeout in ms.
+    pub timeout_ms: u32,
+    /// Staleness rule.
+    pub staleness: Staleness,
+}
+
 /// The plugin configuration exactly as users write it (JSON).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +252,9 @@ pub struct ConfigSpec {
     /// How many hunts get per-hunt active/limit gauges (default 100).
     #[serde(default = "default_max_hunt_metrics")]
     pub max_hunt_metrics: u32,
+    /// The governor feed; without it the ratio is 1.0.
+    #[serde(default)]
+    pub governor: Option<GovernorSpec>,
 }
 
 fn default_hunt_source() -> HuntSourceSpec {
@@ -250,6 +336,8 @@ pub struct Config {
     pub unlisted: UnlistedPolicy,
     /// Cap on hunts with per-hunt gauges.
     pub max_hunt_metrics: u32,
+    /// The governor feed, if configured.
+    pub governor: Option<GovernorFeed>,
 }
 
 impl Config {
@@ -370,6 +458,7 @@ impl Config {
             untracked: spec.untracked_hunts,
             unlisted: spec.unlisted_hunts,
             max_hunt_metrics: spec.max_hunt_metrics,
+            governor: spec.governor.map(compile_governor).transpose()?,
         })
     }
 
@@ -381,6 +470,65 @@ impl Config {
             None => None,
         }
     }
+}
+
+fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
+    if spec.cluster.is_empty() {
+        return Err(field_error(
+            "governor.cluster",
+            "must name an Envoy cluster",
+        ));
+    }
+    if !spec.path.starts_with('/') || spec.path.contains(['?', '#', ' ']) {
+        return Err(field_error(
+            "governor.path",
+            "must start with `/` and have no query, fragment or spaces",
+        ));
+    }
+    if !(100..=60_000).contains(&spec.poll_interval_ms) {
+        return Err(field_error(
+            "governor.poll_interval_ms",
+            "must be between 100 and 60000",
+        ));
+    }
+    if spec.long_poll_s > 60 {
+        return Err(field_error(
+            "governor.long_poll_s",
+            "must be between 0 and 60",
+        ));
+    }
+    if !(100..=60_000).contains(&spec.timeout_ms) {
+        return Err(field_error(
+            "governor.timeout_ms",
+            "must be between 100 and 60000",
+        ));
+    }
+    if spec.max_stale_s < 1 {
+        return Err(field_error("governor.max_stale_s", "must be at least 1"));
+    }
+    let on_stale = match spec.on_stale {
+        OnStaleSpec::FailOpen => StalePolicy::FailOpen,
+        OnStaleSpec::FailClosed => StalePolicy::FailClosed,
+        OnStaleSpec::Ratio(r) if r.is_finite() && (0.0..=1.0).contains(&r) => StalePolicy::Ratio(r),
+        OnStaleSpec::Ratio(_) => {
+            return Err(field_error(
+                "governor.on_stale.ratio",
+                "must be within [0, 1]",
+            ))
+        }
+    };
+    Ok(GovernorFeed {
+        authority: spec.authority.unwrap_or_else(|| spec.cluster.clone()),
+        cluster: spec.cluster,
+        path: spec.path,
+        poll_interval_ms: spec.poll_interval_ms,
+        long_poll_s: spec.long_poll_s,
+        timeout_ms: spec.timeout_ms,
+        staleness: Staleness {
+            max_stale_ms: u64::from(spec.max_stale_s) * 1000,
+            on_stale,
+        },
+    })
 }
 
 fn check_max_hunters(field: &str, value: u32) -> Result<(), ConfigError> {

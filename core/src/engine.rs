@@ -131,6 +131,10 @@ pub enum Verdict {
     WouldReject,
 }
 
+fn staleness(config: &Config) -> Option<&crate::throttle::Staleness> {
+    config.governor.as_ref().map(|feed| &feed.staleness)
+}
+
 /// Pure admission verdict.
 pub fn verdict(mode: Mode, outcome: AdmitOutcome) -> Verdict {
     match (outcome, mode) {
@@ -260,10 +264,11 @@ impl Worker {
         let limit = if renewing {
             None
         } else {
-            match self.throttle.current(shared) {
-                Ok(table) => Some(table.limit(hunt, &request.settings)),
-                Err(e) => return failed(e),
+            if let Err(e) = self.throttle.refresh(shared) {
+                return failed(e);
             }
+            self.throttle
+                .limit(hunt, &request.settings, now_ms, staleness(config))
         };
         let outcome = match store::admit(shared, slot, key, expires_s, now_ms, limit) {
             Ok(outcome) => outcome,
@@ -338,20 +343,29 @@ impl Worker {
             .map(|(hunt, slot)| (hunt.to_string(), slot))
             .collect();
         hunts.sort_by_key(|(_, slot)| *slot);
-        let table = self.throttle.current(shared)?.clone();
+        self.throttle.refresh(shared)?;
         for (hunt, slot) in hunts {
             let (expired, active) = store::sweep_slot(shared, slot, now_ms)?;
             report.expired += expired;
             if slot < config.max_hunt_metrics {
                 let settings = config.hunt_settings(&hunt).unwrap_or(config.default_hunt);
+                let limit = self
+                    .throttle
+                    .limit(&hunt, &settings, now_ms, staleness(config))
+                    .unwrap_or(u32::MAX);
                 report.gauges.push(HuntGauge {
-                    limit: table.limit(&hunt, &settings),
+                    limit,
                     hunt,
                     active,
                 });
             }
         }
         Ok(report)
+    }
+
+    /// Milliseconds since the governor document in force was last fetched (as of the last refresh).
+    pub fn document_age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.throttle.age_ms(now_ms)
     }
 
     /// The error of the last throttle document that failed to parse, if any.

@@ -12,6 +12,7 @@
 pub mod abi;
 pub mod config;
 pub mod engine;
+pub mod fetcher;
 pub mod hunt_id;
 pub mod reply;
 pub mod request;

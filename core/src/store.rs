@@ -85,6 +85,9 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
     create_if_absent(shared, LAYOUT_KEY, &0u32.to_le_bytes())?;
     create_if_absent(shared, REGISTRY_KEY, b"")?;
     create_if_absent(shared, &lease_key("sweeper"), &[0u8; 16])?;
+    create_if_absent(shared, &lease_key("fetcher"), &[0u8; 16])?;
+    create_if_absent(shared, crate::throttle::THROTTLE_KEY, b"")?;
+    create_if_absent(shared, crate::throttle::THROTTLE_META_KEY, &[0u8; 16])?;
     for slot in prepared..slots {
         create_if_absent(shared, &count_key(slot), &0u32.to_le_bytes())?;
         for shard in 0..SHARDS {
@@ -100,7 +103,7 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
 
 /// Read-modify-write with CAS. `update` returns `Ok(None)` to leave the value as it is.
 /// Returns whether a write happened.
-fn cas_update<S, F>(shared: &S, key: &str, mut update: F) -> Result<bool, StoreError>
+pub(crate) fn cas_update<S, F>(shared: &S, key: &str, mut update: F) -> Result<bool, StoreError>
 where
     S: SharedData,
     F: FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>, StoreError>,

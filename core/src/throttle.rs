@@ -14,9 +14,9 @@ pub const THROTTLE_KEY: &str = "huntgate/v1/throttle";
 /// Largest throttle document accepted, in bytes.
 pub const MAX_THROTTLE_BYTES: usize = 1 << 20;
 
-/// One hunt's entry in the throttle document.
+/// One hunt's entry in the throttle document (extra fields such as `limit` and
+/// `reason` are informative and ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HuntThrottle {
     /// Multiplier of max_hunters, clamped to [0, 1].
     pub ratio: f64,
@@ -25,13 +25,15 @@ pub struct HuntThrottle {
     pub max_hunters: Option<u32>,
 }
 
-/// The throttle document.
+/// The throttle document, as served by the governor at `GET /v1/throttle`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ThrottleTable {
     /// Monotonic version from the governor.
     #[serde(default)]
     pub version: u64,
+    /// How long the governor considers the document fresh, in seconds (informative).
+    #[serde(default)]
+    pub ttl_s: Option<u32>,
     /// Ratio for hunts not listed.
     #[serde(default = "one")]
     pub default_ratio: f64,
@@ -48,6 +50,7 @@ impl Default for ThrottleTable {
     fn default() -> Self {
         Self {
             version: 0,
+            ttl_s: None,
             default_ratio: 1.0,
             hunts: HashMap::new(),
         }
@@ -96,21 +99,108 @@ pub fn effective_limit(max_hunters: u32, ratio: f64) -> u32 {
     (product.floor() as u32).min(max_hunters)
 }
 
-/// A worker's copy of the throttle document, re-parsed only when the key changes.
+/// Shared-data key of the feed metadata: publish sequence (u64 LE) and the unix
+/// ms of the last successful fetch (u64 LE).
+pub const THROTTLE_META_KEY: &str = "huntgate/v1/throttle_meta";
+
+/// Feed metadata as stored under [`THROTTLE_META_KEY`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedMeta {
+    /// Incremented on every published document.
+    pub seq: u64,
+    /// Unix ms of the last fetch that returned the document in force (0: never).
+    pub last_ok_ms: u64,
+}
+
+impl FeedMeta {
+    fn decode(bytes: &[u8]) -> Self {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0)
+        };
+        Self {
+            seq: word(0),
+            last_ok_ms: word(8),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.seq.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.last_ok_ms.to_le_bytes());
+        out
+    }
+}
+
+/// Publishes a validated document fetched at `now_ms` (the elected fetcher only).
+pub fn publish<S: SharedData>(shared: &S, document: &[u8], now_ms: u64) -> Result<(), StoreError> {
+    shared.set(THROTTLE_KEY, document, 0)?;
+    crate::store::cas_update(shared, THROTTLE_META_KEY, |current| {
+        let meta = FeedMeta::decode(current.unwrap_or_default());
+        let next = FeedMeta {
+            seq: meta.seq.wrapping_add(1),
+            last_ok_ms: now_ms,
+        };
+        Ok(Some(next.encode()))
+    })?;
+    Ok(())
+}
+
+/// Records that the document in force was confirmed current at `now_ms` (a 304).
+pub fn confirm<S: SharedData>(shared: &S, now_ms: u64) -> Result<(), StoreError> {
+    crate::store::cas_update(shared, THROTTLE_META_KEY, |current| {
+        let meta = FeedMeta::decode(current.unwrap_or_default());
+        Ok(Some(
+            FeedMeta {
+                last_ok_ms: now_ms,
+                ..meta
+            }
+            .encode(),
+        ))
+    })?;
+    Ok(())
+}
+
+/// What the filter enforces once the governor's document is older than `max_stale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StalePolicy {
+    /// No limit: every join is admitted (and still counted).
+    FailOpen,
+    /// Limit 0: no new joins; ticket holders keep playing.
+    FailClosed,
+    /// This ratio of max_hunters.
+    Ratio(f64),
+}
+
+/// How long a governor document stays in force, and what replaces it after.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Staleness {
+    /// Age after which the document is stale, in ms.
+    pub max_stale_ms: u64,
+    /// The fallback.
+    pub on_stale: StalePolicy,
+}
+
+/// A worker's copy of the throttle document, re-read only when a new one is published.
 #[derive(Debug, Default)]
 pub struct ThrottleCache {
     table: ThrottleTable,
-    cas: u32,
+    meta: FeedMeta,
     /// Set when the stored document could not be parsed (the last good one stays).
     pub last_error: Option<String>,
 }
 
 impl ThrottleCache {
-    /// Refreshes from shared data and returns the table in force.
-    pub fn current<S: SharedData>(&mut self, shared: &S) -> Result<&ThrottleTable, StoreError> {
-        if let Some((bytes, cas)) = shared.get(THROTTLE_KEY)? {
-            if cas != self.cas {
-                self.cas = cas;
+    /// Refreshes from shared data: one small read, plus the document when it changed.
+    pub fn refresh<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        let Some((meta_bytes, _)) = shared.get(THROTTLE_META_KEY)? else {
+            return Ok(());
+        };
+        let meta = FeedMeta::decode(&meta_bytes);
+        if meta.seq != self.meta.seq {
+            if let Some((bytes, _)) = shared.get(THROTTLE_KEY)? {
                 match ThrottleTable::decode(&bytes) {
                     Ok(table) => {
                         self.table = table;
@@ -120,6 +210,41 @@ impl ThrottleCache {
                 }
             }
         }
-        Ok(&self.table)
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// The document in force.
+    pub fn table(&self) -> &ThrottleTable {
+        &self.table
+    }
+
+    /// Milliseconds since the last good fetch, or `None` if there never was one.
+    pub fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        (self.meta.last_ok_ms > 0).then(|| now_ms.saturating_sub(self.meta.last_ok_ms))
+    }
+
+    /// The enforced limit for a hunt, or `None` for no limit (fail-open).
+    /// Without `staleness` (no governor configured) any published document applies.
+    pub fn limit(
+        &self,
+        hunt: &str,
+        settings: &HuntSettings,
+        now_ms: u64,
+        staleness: Option<&Staleness>,
+    ) -> Option<u32> {
+        if let Some(staleness) = staleness {
+            let fresh = self
+                .age_ms(now_ms)
+                .is_some_and(|age| age <= staleness.max_stale_ms);
+            if !fresh {
+                return match staleness.on_stale {
+                    StalePolicy::FailOpen => None,
+                    StalePolicy::FailClosed => Some(0),
+                    StalePolicy::Ratio(ratio) => Some(effective_limit(settings.max_hunters, ratio)),
+                };
+            }
+        }
+        Some(self.table.limit(hunt, settings))
     }
 }

@@ -1,14 +1,19 @@
 //! One worker's request handling end to end over the shared store: joins,
 //! stickiness when the limit drops, shadow mode, anonymous sessions, expiry.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use huntgate_core::config::Config;
 use huntgate_core::engine::{decision, Effects, Event, Worker};
-use huntgate_core::shared_data::{MemorySharedData, SharedData};
-use huntgate_core::throttle::THROTTLE_KEY;
+use huntgate_core::shared_data::MemorySharedData;
+use huntgate_core::throttle::publish;
 use huntgate_core::ticket::TicketError;
 
 const NOW: u64 = 1_800_000_000_000;
@@ -140,21 +145,18 @@ fn admitted_hunters_keep_playing_when_the_limit_drops() {
 #[test]
 fn governor_ratio_lowers_the_limit_and_bad_documents_are_ignored() {
     let mut p = Proxy::new(r#","max_hunters":10"#);
-    p.shared
-        .set(
-            THROTTLE_KEY,
-            br#"{"version":1,"hunts":{"h1":{"ratio":0.25}}}"#,
-            0,
-        )
-        .unwrap();
+    publish(
+        &p.shared,
+        br#"{"version":1,"hunts":{"h1":{"ratio":0.25}}}"#,
+        NOW,
+    )
+    .unwrap();
     for i in 0..2 {
         assert_eq!(p.join(i, &format!("h{i}")).event, Event::Admitted);
     }
     let e = p.join(0, "third");
     assert!(e.reply.unwrap().body.contains(r#""limit":2"#));
-    p.shared
-        .set(THROTTLE_KEY, br#"{"hunts":{"h1":{"ratio":7}}}"#, 0)
-        .unwrap();
+    publish(&p.shared, br#"{"hunts":{"h1":{"ratio":7}}}"#, NOW).unwrap();
     let e = p.join(0, "fourth");
     assert!(
         e.reply.unwrap().body.contains(r#""limit":2"#),

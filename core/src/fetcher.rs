@@ -1,0 +1,142 @@
+//! The governor feed: one elected worker per Envoy process fetches the throttle
+//! document (plain or long polling) and publishes it into shared data, from
+//! which every worker applies it.
+//!
+//! This is the state machine only; the adapter dispatches the HTTP calls.
+
+use crate::config::GovernorFeed;
+use crate::shared_data::SharedData;
+use crate::throttle::{self, ThrottleTable};
+
+/// Extra time past its timeout after which an unanswered fetch is forgotten.
+const LOST_CALL_GRACE_MS: u64 = 5_000;
+
+/// An HTTP call to dispatch to the governor cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// Request headers, pseudo-headers included.
+    pub headers: Vec<(String, String)>,
+    /// Call timeout in ms.
+    pub timeout_ms: u32,
+}
+
+/// What a response did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchResult {
+    /// A new document was validated and published (its version).
+    Published(u64),
+    /// The governor confirmed the document in force (304).
+    NotModified,
+    /// The fetch failed; the last good document stays.
+    Failed(String),
+}
+
+/// Fetch scheduling state of the elected worker.
+#[derive(Debug, Default)]
+pub struct Fetcher {
+    in_flight_since: Option<u64>,
+    in_flight_timeout_ms: u64,
+    next_due_ms: u64,
+    etag: Option<String>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+}
+
+impl Fetcher {
+    /// The call to dispatch now, if one is due and none is in flight.
+    pub fn poll(&mut self, feed: &GovernorFeed, now_ms: u64) -> Option<FetchRequest> {
+        if let Some(since) = self.in_flight_since {
+            if now_ms < since + self.in_flight_timeout_ms + LOST_CALL_GRACE_MS {
+                return None;
+            }
+            self.in_flight_since = None;
+        }
+        if now_ms < self.next_due_ms {
+            return None;
+        }
+        let long_poll = feed.long_poll_s > 0 && self.etag.is_some();
+        let path = if long_poll {
+            format!("{}?wait_s={}", feed.path, feed.long_poll_s)
+        } else {
+            feed.path.clone()
+        };
+        let mut headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path),
+            (":authority".to_string(), feed.authority.clone()),
+            ("accept".to_string(), "application/json".to_string()),
+        ];
+        if let Some(etag) = &self.etag {
+            headers.push(("if-none-match".to_string(), etag.clone()));
+        }
+        let timeout_ms = if long_poll {
+            feed.timeout_ms
+                .saturating_add(feed.long_poll_s.saturating_mul(1000))
+        } else {
+            feed.timeout_ms
+        };
+        self.in_flight_since = Some(now_ms);
+        self.in_flight_timeout_ms = u64::from(timeout_ms);
+        Some(FetchRequest {
+            headers,
+            timeout_ms,
+        })
+    }
+
+    /// The host refused to dispatch the call (e.g. the cluster does not exist).
+    pub fn dispatch_failed(&mut self, feed: &GovernorFeed, now_ms: u64) {
+        self.in_flight_since = None;
+        self.fail(feed, now_ms);
+    }
+
+    fn fail(&mut self, feed: &GovernorFeed, now_ms: u64) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.next_due_ms = now_ms + u64::from(feed.poll_interval_ms);
+        self.etag = None;
+    }
+
+    fn succeed(&mut self, feed: &GovernorFeed, now_ms: u64) {
+        self.consecutive_failures = 0;
+        self.next_due_ms = if feed.long_poll_s > 0 {
+            now_ms
+        } else {
+            now_ms + u64::from(feed.poll_interval_ms)
+        };
+    }
+
+    /// Handles the governor's answer (`status` is `None` when the call got none).
+    pub fn on_response<S: SharedData>(
+        &mut self,
+        feed: &GovernorFeed,
+        shared: &S,
+        now_ms: u64,
+        status: Option<u32>,
+        etag: Option<&str>,
+        body: &[u8],
+    ) -> FetchResult {
+        self.in_flight_since = None;
+        let result = match status {
+            Some(200) => match ThrottleTable::decode(body) {
+                Ok(table) => match throttle::publish(shared, body, now_ms) {
+                    Ok(()) => {
+                        self.etag = etag.map(str::to_string);
+                        FetchResult::Published(table.version)
+                    }
+                    Err(e) => FetchResult::Failed(format!("cannot publish: {e}")),
+                },
+                Err(e) => FetchResult::Failed(format!("document refused: {e}")),
+            },
+            Some(304) if self.etag.is_some() => match throttle::confirm(shared, now_ms) {
+                Ok(()) => FetchResult::NotModified,
+                Err(e) => FetchResult::Failed(format!("cannot confirm: {e}")),
+            },
+            Some(status) => FetchResult::Failed(format!("governor answered {status}")),
+            None => FetchResult::Failed("no response".to_string()),
+        };
+        match result {
+            FetchResult::Failed(_) => self.fail(feed, now_ms),
+            _ => self.succeed(feed, now_ms),
+        }
+        result
+    }
+}

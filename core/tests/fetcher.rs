@@ -1,0 +1,170 @@
+//! The governor feed: fetch scheduling, publication to every worker, staleness fallbacks.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use huntgate_core::config::Config;
+use huntgate_core::fetcher::{FetchResult, Fetcher};
+use huntgate_core::shared_data::MemorySharedData;
+use huntgate_core::throttle::ThrottleCache;
+
+const NOW: u64 = 1_800_000_000_000;
+const DOC: &[u8] = br#"{"version":7,"generated_at_ms":1,"ttl_s":10,"default_ratio":1.0,
+    "hunts":{"h1":{"max_hunters":100,"ratio":0.5,"limit":50,"reason":"redis_memory"}}}"#;
+
+fn config(governor: &str) -> Config {
+    Config::from_json(
+        format!(
+            r#"{{"ticket_secrets":["0123456789abcdef"],"max_hunters":10,
+                "governor":{{"cluster":"gov"{governor}}}}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn limit(
+    cache: &mut ThrottleCache,
+    shared: &MemorySharedData,
+    c: &Config,
+    now: u64,
+) -> Option<u32> {
+    cache.refresh(shared).unwrap();
+    let settings = c.hunt_settings("h1").unwrap();
+    let feed = c.governor.as_ref().unwrap();
+    cache.limit("h1", &settings, now, Some(&feed.staleness))
+}
+
+#[test]
+fn first_fetch_is_plain_then_long_polls_with_the_etag() {
+    let c = config("");
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut f = Fetcher::default();
+    let first = f.poll(feed, NOW).unwrap();
+    assert_eq!(header(&first.headers, ":path"), Some("/v1/throttle"));
+    assert_eq!(header(&first.headers, ":authority"), Some("gov"));
+    assert!(
+        f.poll(feed, NOW + 100).is_none(),
+        "one call in flight at a time"
+    );
+    let r = f.on_response(feed, &shared, NOW + 10, Some(200), Some("\"7\""), DOC);
+    assert_eq!(r, FetchResult::Published(7));
+    let next = f.poll(feed, NOW + 10).unwrap();
+    assert_eq!(
+        header(&next.headers, ":path"),
+        Some("/v1/throttle?wait_s=25")
+    );
+    assert_eq!(header(&next.headers, "if-none-match"), Some("\"7\""));
+    assert_eq!(next.timeout_ms, 2000 + 25_000);
+}
+
+#[test]
+fn a_published_document_reaches_every_worker_and_304_keeps_it_fresh() {
+    let c = config(r#","max_stale_s":5,"on_stale":"fail_closed""#);
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let (mut w1, mut w2) = (ThrottleCache::default(), ThrottleCache::default());
+    // No document yet: stale from the start, so the fallback applies.
+    assert_eq!(limit(&mut w1, &shared, &c, NOW), Some(0));
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW);
+    f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
+    assert_eq!(limit(&mut w1, &shared, &c, NOW + 1), Some(50));
+    assert_eq!(limit(&mut w2, &shared, &c, NOW + 1), Some(50));
+    f.poll(feed, NOW + 4_000);
+    assert_eq!(
+        f.on_response(feed, &shared, NOW + 4_000, Some(304), None, b""),
+        FetchResult::NotModified
+    );
+    assert_eq!(limit(&mut w2, &shared, &c, NOW + 8_000), Some(50));
+    assert_eq!(
+        limit(&mut w2, &shared, &c, NOW + 9_001),
+        Some(0),
+        "stale after 5 s"
+    );
+}
+
+#[test]
+fn failures_keep_the_last_good_document_until_max_stale() {
+    let c = config(r#","max_stale_s":30,"on_stale":{"ratio":0.3}"#);
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut cache = ThrottleCache::default();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW);
+    f.on_response(feed, &shared, NOW, Some(200), None, DOC);
+    for (status, body) in [
+        (Some(503), &b"upstream connect error"[..]),
+        (Some(200), &b"{not json"[..]),
+        (Some(200), &br#"{"hunts":{"h1":{"ratio":-1}}}"#[..]),
+        (None, &b""[..]),
+    ] {
+        let at = NOW + 1_000 + u64::from(f.consecutive_failures) * 1_000;
+        assert!(f.poll(feed, at).is_some());
+        assert!(matches!(
+            f.on_response(feed, &shared, at, status, None, body),
+            FetchResult::Failed(_)
+        ));
+        assert_eq!(limit(&mut cache, &shared, &c, at), Some(50));
+    }
+    assert_eq!(f.consecutive_failures, 4);
+    assert_eq!(
+        limit(&mut cache, &shared, &c, NOW + 30_001),
+        Some(3),
+        "fallback ratio 0.3 of 10"
+    );
+}
+
+#[test]
+fn fail_open_lifts_the_limit_when_stale() {
+    let c = config(r#","on_stale":"fail_open""#);
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    assert_eq!(limit(&mut ThrottleCache::default(), &shared, &c, NOW), None);
+}
+
+#[test]
+fn dispatch_failure_retries_after_the_poll_interval() {
+    let c = config(r#","poll_interval_ms":500"#);
+    let feed = c.governor.as_ref().unwrap();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW).unwrap();
+    f.dispatch_failed(feed, NOW);
+    assert!(f.poll(feed, NOW + 499).is_none());
+    assert!(f.poll(feed, NOW + 500).is_some());
+}
+
+#[test]
+fn governor_fields_are_validated_by_name() {
+    for (extra, field) in [
+        (r#","poll_interval_ms":5"#, "governor.poll_interval_ms"),
+        (r#","long_poll_s":61"#, "governor.long_poll_s"),
+        (r#","path":"v1""#, "governor.path"),
+        (r#","on_stale":{"ratio":2}"#, "governor.on_stale.ratio"),
+        (r#","max_stale_s":0"#, "governor.max_stale_s"),
+    ] {
+        let json = format!(
+            r#"{{"ticket_secrets":["0123456789abcdef"],"governor":{{"cluster":"g"{extra}}}}}"#
+        );
+        let err = Config::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(err.field, field, "{extra}");
+    }
+}
