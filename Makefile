@@ -1,0 +1,64 @@
+# huntgate: build, lint and test.
+#
+#   make test   everything CI runs: tools lint unit governor wasm validate e2e
+#   make demo   the quick start (envoy/envoy.yaml) shown with curl
+#
+# Tools (Envoy, wasm-bindgen-test-runner, ...) are installed and cached by
+# scripts/install-tools.sh in $(CACHE); targets that use them source
+# $(CACHE)/env.sh, which that script writes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+CACHE ?= $(or $(HUNTGATE_CACHE),$(HOME)/.cache/huntgate)
+ENV_SH := $(CACHE)/env.sh
+WITH_TOOLS := source $(ENV_SH) &&
+WASM := dist/huntgate.wasm
+WASM_BUILT := target/wasm32-wasip1/release/huntgate.wasm
+
+# Parallel e2e tests: each waits on Envoy, TTLs and sockets more than CPU.
+E2E_THREADS ?= 4
+
+.PHONY: test tools wasm lint unit governor validate e2e demo
+
+test: tools lint unit governor wasm validate e2e
+
+tools:
+	scripts/install-tools.sh
+	scripts/install-governor-tools.sh
+
+# Written by `tools`; targets that need the tools install them if missing.
+$(ENV_SH):
+	scripts/install-tools.sh
+
+wasm:
+	cargo build --release --target wasm32-wasip1 -p huntgate
+	mkdir -p dist
+	cp $(WASM_BUILT) $(WASM)
+	@ls -l $(WASM)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p huntgate -p huntgate-core --target wasm32-wasip1 -- -D warnings
+
+unit: | $(ENV_SH)
+	cargo test -p huntgate-core
+	$(WITH_TOOLS) CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+		cargo test -p huntgate-core --target wasm32-unknown-unknown
+
+# The governor against a real redis-server and tansu broker (installed by install-governor-tools.sh).
+governor: | $(ENV_SH)
+	scripts/install-governor-tools.sh
+	$(WITH_TOOLS) cargo test -p huntgate-governor
+
+validate: wasm | $(ENV_SH)
+	$(WITH_TOOLS) scripts/validate-envoy.sh
+
+e2e: wasm | $(ENV_SH)
+	$(WITH_TOOLS) HUNTGATE_WASM=$(CURDIR)/$(WASM) \
+		cargo test -p huntgate-e2e -- --test-threads $(E2E_THREADS)
+
+demo: tools wasm
+	$(WITH_TOOLS) scripts/demo.sh

@@ -1,0 +1,26 @@
+//! huntgate-governor: turns backend pressure (Redis memory, Kafka consumer lag) into
+//! per-hunt throttle ratios and serves them to the huntgate Envoy filter.
+//!
+//! Pure core, thin adapters:
+//! - [`law`]: the control law, a pure function of (state, policy, signals, now);
+//! - [`signal`]: signal names and health (pure bookkeeping);
+//! - [`policy`]: YAML policies → validated, immutable [`policy::Policy`]; live reload;
+//! - [`document`]: the throttle document and its versioning;
+//! - [`governor`]: the state machine tying them together, driven at injected times;
+//! - [`sources`]: the Redis and Kafka readers (the only I/O besides HTTP);
+//! - [`api`] and [`metrics`]: the HTTP surface; [`serve`]: the running service;
+//! - [`legacy`]: `import-legacy` for hunt-config.yml.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod clock;
+pub mod document;
+pub mod governor;
+pub mod law;
+pub mod legacy;
+pub mod metrics;
+pub mod policy;
+pub mod serve;
+pub mod signal;
+pub mod sources;

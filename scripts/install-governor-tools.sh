@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the governor's tests need, idempotently:
+#   - redis-server (Debian)       real Redis for the Redis-signal integration tests
+#   - cmake, libcurl headers      build the vendored librdkafka of the `rdkafka` crate
+#   - prometheus (Debian)         provides `promtool check metrics` for the /metrics test
+#   - tansu 0.6 (crates.io)       a real Kafka-protocol broker, cached per machine under
+#                                 ~/.cache/huntgate/tansu (about 13 minutes to build once)
+# Safe to run repeatedly: each step is skipped when its tool is already present.
+set -euo pipefail
+
+TANSU_ROOT="${HUNTGATE_TANSU_ROOT:-$HOME/.cache/huntgate/tansu}"
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# librdkafka's vendored build needs a C/C++ toolchain and make.
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+# librdkafka 2.12 includes <curl/curl.h> even when built without curl (an `#ifdef` on a
+# macro that its CMake config always defines, as 0): the header must exist, nothing links it.
+compgen -G '/usr/include/*/curl/curl.h' >/dev/null || [[ -e /usr/include/curl/curl.h ]] \
+    || need_apt+=(libcurl4-openssl-dev)
+
+if ((${#need_apt[@]})); then
+    echo "install-governor-tools: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# Debian's redis-server package starts a system instance on :6379; the tests start their own
+# on free ports and do not need it, but it does no harm either.
+
+if [[ -x "$TANSU_ROOT/bin/tansu" ]]; then
+    echo "install-governor-tools: tansu present at $TANSU_ROOT/bin/tansu"
+else
+    echo "install-governor-tools: building tansu 0.6 into $TANSU_ROOT (one-off, ~13 min on 2 cores)"
+    mkdir -p "$TANSU_ROOT"
+    cargo install tansu --version '^0.6' --features libsql --locked --root "$TANSU_ROOT"
+fi

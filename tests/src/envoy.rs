@@ -1,0 +1,394 @@
+//! Starting a real Envoy with the huntgate filter for one test.
+//!
+//! Each [`Envoy`] gets its own temporary directory (rendered configs, log,
+//! admin address file), free listener ports, an admin API on an OS-assigned
+//! port discovered through `--admin-address-path`, and is stopped when
+//! dropped. When a test panics, the tail of that Envoy's log is printed.
+
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::http::Client;
+use crate::locate::{envoy_binary, envoy_template, wasm_module};
+use crate::metrics::Metrics;
+use crate::poll::{poll_until, try_poll_until, POLL_INTERVAL};
+use crate::ports::free_port;
+use crate::process::ChildGuard;
+use crate::template::{render, yaml_string, Values};
+use crate::upstream::Upstream;
+
+/// Bound on Envoy becoming ready (wasm compilation included).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on an LDS update being applied or rejected.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Worker threads per Envoy.
+const CONCURRENCY: &str = "2";
+/// Log lines printed when a test fails.
+const LOG_TAIL_LINES: usize = 80;
+/// Set to keep each Envoy's temporary directory (configs and log).
+const KEEP_ENV: &str = "HUNTGATE_E2E_KEEP";
+/// Attempts at starting when a picked port was taken in the meantime.
+const BIND_ATTEMPTS: usize = 3;
+
+/// How the listener is configured.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Listener {
+    /// In the bootstrap (`envoy/e2e/static.yaml`).
+    Static,
+    /// From a watched file (`envoy/e2e/dynamic.yaml` + `lds/listener.yaml`).
+    Dynamic,
+}
+
+/// Result of an LDS update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The listener now runs the new configuration.
+    Applied,
+    /// Envoy refused the update and kept the previous listener.
+    Rejected,
+}
+
+/// An Envoy that exited by itself during startup.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// A running Envoy with the huntgate filter.
+pub struct Envoy {
+    process: ChildGuard,
+    /// Removes the directory on drop; `None` when kept for debugging.
+    _tempdir: Option<TempDir>,
+    dir: PathBuf,
+    wasm: PathBuf,
+    admin: Option<SocketAddr>,
+    listener: SocketAddr,
+    /// Version of the LDS file last written (0 for a static listener).
+    lds_version: u64,
+}
+
+impl Envoy {
+    /// Envoy with a static listener running `plugin` in front of `upstream`.
+    pub fn start(plugin: &Value, upstream: &Upstream) -> Self {
+        Self::start_ready(Listener::Static, plugin, upstream.port())
+    }
+
+    /// Envoy whose listener comes from file-based LDS, so that
+    /// [`Envoy::reconfigure`] can change `plugin` while it runs.
+    pub fn start_dynamic(plugin: &Value, upstream: &Upstream) -> Self {
+        Self::start_ready(Listener::Dynamic, plugin, upstream.port())
+    }
+
+    /// Starts Envoy with a static listener running `plugin` and expects it to
+    /// exit by itself (a refused configuration); panics if it becomes ready.
+    pub fn start_expecting_exit(plugin: &Value) -> Exited {
+        let mut envoy = Self::spawn(Listener::Static, plugin, free_port());
+        let exited = poll_until("Envoy to exit or become ready", START_TIMEOUT, || {
+            if let Some(status) = envoy.process.try_status() {
+                return Some(Some(status));
+            }
+            envoy.probe_ready().then_some(None)
+        });
+        match exited {
+            Some(status) => Exited {
+                status,
+                log: envoy.log(),
+            },
+            None => panic!("Envoy accepted a configuration it should refuse: {plugin}"),
+        }
+    }
+
+    /// The public listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+    }
+
+    /// A client for the public listener.
+    pub fn client(&self) -> Client {
+        Client::new(self.listener)
+    }
+
+    /// A client for the admin API.
+    pub fn admin(&self) -> Client {
+        Client::new(self.admin.expect("Envoy admin address is known once ready"))
+    }
+
+    /// Envoy's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The parsed `/stats/prometheus` output.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.admin().get_ok("/stats/prometheus"))
+    }
+
+    /// The value of one stat of `/stats` (`name: value` lines), e.g.
+    /// `listener_manager.lds.update_rejected`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        self.admin().get_ok("/stats").lines().find_map(|line| {
+            let (stat, value) = line.split_once(": ")?;
+            (stat == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Replaces the plugin configuration of the running listener (file-based
+    /// LDS) and waits until it is in use; panics if Envoy rejects it.
+    pub fn reconfigure(&mut self, plugin: &Value) {
+        if self.try_reconfigure(plugin) == Reload::Rejected {
+            panic!("Envoy rejected the listener update with plugin config {plugin}");
+        }
+    }
+
+    /// Replaces the plugin configuration of the running listener and waits
+    /// until Envoy has applied or rejected it.
+    pub fn try_reconfigure(&mut self, plugin: &Value) -> Reload {
+        assert!(
+            self.lds_version > 0,
+            "reconfigure needs Envoy::start_dynamic"
+        );
+        let rejected_before = self.stat(LDS_REJECTED).unwrap_or(0);
+        self.lds_version += 1;
+        write_listener(
+            &self.dir,
+            self.lds_version,
+            self.listener.port(),
+            &self.wasm,
+            plugin,
+        );
+        let expected = plugin.to_string();
+        poll_until(
+            &format!("LDS version {} to be applied or rejected", self.lds_version),
+            RELOAD_TIMEOUT,
+            || {
+                if self.stat(LDS_REJECTED).unwrap_or(0) > rejected_before {
+                    return Some(Reload::Rejected);
+                }
+                self.listener_runs(&expected).then_some(Reload::Applied)
+            },
+        )
+    }
+
+    /// Whether the dynamic listener is active with plugin configuration
+    /// `plugin` and nothing is warming. (Envoy keeps the listener's
+    /// `version_info` of the first version across in-place filter chain
+    /// updates, so the configuration itself is compared.)
+    fn listener_runs(&self, plugin: &str) -> bool {
+        let dump = self
+            .admin()
+            .get_ok("/config_dump?resource=dynamic_listeners");
+        let Ok(dump) = serde_json::from_str::<Value>(&dump) else {
+            return false;
+        };
+        dump["configs"].as_array().is_some_and(|configs| {
+            configs.iter().any(|listener| {
+                listener.get("warming_state").is_none()
+                    && contains_string(&listener["active_state"]["listener"], plugin)
+            })
+        })
+    }
+
+    fn start_ready(kind: Listener, plugin: &Value, upstream_port: u16) -> Self {
+        let mut attempt = 1;
+        loop {
+            let mut envoy = Self::spawn(kind, plugin, upstream_port);
+            if envoy.wait_ready() {
+                return envoy;
+            }
+            let log = envoy.log();
+            if attempt < BIND_ATTEMPTS && log.contains("Address already in use") {
+                eprintln!("Envoy could not bind a picked port; retrying with new ports");
+                attempt += 1;
+                continue;
+            }
+            // Dropping `envoy` during the panic prints its log tail.
+            panic!(
+                "Envoy did not become ready (status {:?})",
+                envoy.process.try_status()
+            );
+        }
+    }
+
+    /// Renders the configs into a fresh directory and spawns Envoy.
+    fn spawn(kind: Listener, plugin: &Value, upstream_port: u16) -> Self {
+        let binary = envoy_binary();
+        let wasm = wasm_module();
+        let tempdir = tempfile::Builder::new()
+            .prefix("huntgate-e2e-")
+            .tempdir()
+            .expect("create temporary directory");
+        let dir = tempdir.path().to_path_buf();
+        let listener = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let bootstrap = match kind {
+            Listener::Static => render(
+                &read_template("e2e/static.yaml"),
+                &Values::new()
+                    .set("listener_port", listener.port().to_string())
+                    .set("upstream_port", upstream_port.to_string())
+                    .set("wasm", yaml_string(&wasm.to_string_lossy()))
+                    .set("plugin_config", yaml_string(&plugin.to_string())),
+            ),
+            Listener::Dynamic => {
+                let lds_dir = dir.join("lds");
+                fs::create_dir(&lds_dir).expect("create lds directory");
+                write_listener(&dir, 1, listener.port(), &wasm, plugin);
+                render(
+                    &read_template("e2e/dynamic.yaml"),
+                    &Values::new()
+                        .set("upstream_port", upstream_port.to_string())
+                        .set("lds_path", yaml_string(&lds_file(&dir).to_string_lossy()))
+                        .set("lds_dir", yaml_string(&lds_dir.to_string_lossy())),
+                )
+            }
+        };
+        let bootstrap_path = dir.join("envoy.yaml");
+        fs::write(&bootstrap_path, bootstrap).expect("write bootstrap");
+        let log = File::create(dir.join("envoy.log")).expect("create envoy.log");
+        let child = Command::new(&binary)
+            .current_dir(&dir)
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .args(["--concurrency", CONCURRENCY])
+            // A base id no other Envoy uses, so several run side by side; hot
+            // restart off so none leaves a shared memory region in /dev/shm.
+            .args(["--use-dynamic-base-id", "--disable-hot-restart"])
+            .arg("--admin-address-path")
+            .arg(dir.join("admin-address"))
+            // Info for the filter's own log lines; Envoy's start-up banner
+            // (component `main`) only from warnings up.
+            .args([
+                "--log-level",
+                "info",
+                "--component-log-level",
+                "main:warning",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        let process = ChildGuard::new(format!("envoy in {}", dir.display()), child);
+        let tempdir = if std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("{KEEP_ENV}: keeping {}", tempdir.keep().display());
+            None
+        } else {
+            Some(tempdir)
+        };
+        Self {
+            process,
+            _tempdir: tempdir,
+            dir,
+            wasm,
+            admin: None,
+            listener,
+            lds_version: u64::from(kind == Listener::Dynamic),
+        }
+    }
+
+    /// Waits until admin `/ready` says LIVE and the listener accepts
+    /// connections; `false` if Envoy exits or the bound passes.
+    fn wait_ready(&mut self) -> bool {
+        try_poll_until(START_TIMEOUT, POLL_INTERVAL, || {
+            if self.process.try_status().is_some() {
+                return Some(false);
+            }
+            self.probe_ready().then_some(true)
+        })
+        .unwrap_or(false)
+    }
+
+    /// One readiness check; learns the admin address on the way.
+    fn probe_ready(&mut self) -> bool {
+        if self.admin.is_none() {
+            self.admin = fs::read_to_string(self.dir.join("admin-address"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+        }
+        let Some(admin) = self.admin else {
+            return false;
+        };
+        let ready = probe_get(admin, "/ready")
+            .is_some_and(|(status, body)| status == 200 && body.trim() == "LIVE");
+        ready
+            && std::net::TcpStream::connect_timeout(&self.listener, Duration::from_secs(1)).is_ok()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+        lines.get(start..).unwrap_or_default().join("\n")
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.process.stop();
+        if thread::panicking() {
+            eprintln!(
+                "---- last {LOG_TAIL_LINES} lines of {} ----\n{}\n---- end of Envoy log ----",
+                self.process.name(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+/// Stat counting refused LDS updates.
+const LDS_REJECTED: &str = "listener_manager.lds.update_rejected";
+
+/// A GET that tolerates a not-yet-listening admin (no panic).
+fn probe_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let mut response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((status, body))
+}
+
+/// Whether `value` holds the string `needle` anywhere.
+fn contains_string(value: &Value, needle: &str) -> bool {
+    match value {
+        Value::String(s) => s == needle,
+        Value::Array(items) => items.iter().any(|v| contains_string(v, needle)),
+        Value::Object(fields) => fields.values().any(|v| contains_string(v, needle)),
+        _ => false,
+    }
+}
+
+fn read_template(relative: &str) -> String {
+    let path = envoy_template(relative);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn lds_file(dir: &Path) -> PathBuf {
+    dir.join("lds").join("listener.yaml")
+}
+
+/// Writes version `version` of the LDS file atomically: render next to the
+/// watched directory, then rename into it (the watch fires on moves).
+fn write_listener(dir: &Path, version: u64, port: u16, wasm: &Path, plugin: &Value) {
+    let listener = render(
+        &read_template("e2e/lds/listener.yaml"),
+        &Values::new()
+            .set("version", yaml_string(&version.to_string()))
+            .set("listener_port", port.to_string())
+            .set("wasm", yaml_string(&wasm.to_string_lossy()))
+            .set("plugin_config", yaml_string(&plugin.to_string())),
+    );
+    let staged = dir.join(format!("listener.yaml.v{version}"));
+    fs::write(&staged, listener).expect("write LDS file");
+    fs::rename(&staged, lds_file(dir)).expect("move LDS file into the watched directory");
+}

@@ -1,0 +1,25 @@
+//! End-to-end harness for huntgate: runs the compiled filter
+//! (`dist/huntgate.wasm`, or `$HUNTGATE_WASM`) inside a real Envoy
+//! (`$HUNTGATE_ENVOY`, or `envoy` on `PATH`) in front of an echo upstream,
+//! and talks to both over 127.0.0.1 only.
+//!
+//! One role per module: [`process`] stops child processes, [`ports`] picks
+//! ports, [`envoy`] starts and reconfigures Envoy, [`upstream`] is the echo
+//! server, [`http`] the client, [`metrics`] reads Prometheus output,
+//! [`plugin`] builds plugin configurations, [`poll`] waits with a bound.
+
+pub mod envoy;
+pub mod http;
+pub mod locate;
+pub mod metrics;
+pub mod plugin;
+pub mod poll;
+pub mod ports;
+pub mod process;
+pub mod template;
+pub mod upstream;
+
+pub use envoy::{Envoy, Exited, Reload};
+pub use http::{raw_get, Client, Response};
+pub use metrics::Metrics;
+pub use upstream::Upstream;
