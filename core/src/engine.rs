@@ -297,16 +297,16 @@ impl Worker {
                 });
                 effects
             }
-            Verdict::Reject | Verdict::WouldReject => {
+            Verdict::WouldReject => {
+                let mut effects = Effects::new(Event::ShadowRejected);
+                effects.decision = Some(decision::WOULD_REJECT);
+                effects
+            }
+            Verdict::Reject => {
                 let active = match outcome {
                     AdmitOutcome::Full { active } => active,
                     _ => 0,
                 };
-                if request.settings.mode == Mode::Shadow {
-                    let mut effects = Effects::new(Event::ShadowRejected);
-                    effects.decision = Some(decision::WOULD_REJECT);
-                    return effects;
-                }
                 let mut effects = Effects::new(Event::Rejected);
                 effects.reply = Some(reply::hunt_full(
                     hunt,

@@ -53,6 +53,15 @@ pub fn hunter_key(hunt: &str, hunter: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// The little-endian u64 at `at`, or 0 when the bytes are short.
+pub(crate) fn read_u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
 fn read_u32(bytes: &[u8]) -> u32 {
     bytes
         .get(..4)
@@ -238,6 +247,14 @@ fn record_expiry(shard: &[u8], offset: usize) -> u32 {
     shard.get(offset + 8..).map(read_u32).unwrap_or(0)
 }
 
+/// Moves the record at `offset` to expire no earlier than `expires_s`.
+fn extend_record(shard: &mut [u8], offset: usize, expires_s: u32) {
+    let expiry = record_expiry(shard, offset).max(expires_s);
+    if let Some(field) = shard.get_mut(offset + 8..offset + RECORD_BYTES) {
+        field.copy_from_slice(&expiry.to_le_bytes());
+    }
+}
+
 fn is_live(expires_s: u32, now_ms: u64) -> bool {
     u64::from(expires_s) * 1000 > now_ms
 }
@@ -258,10 +275,7 @@ pub fn admit<S: SharedData>(
         let mut records = current.unwrap_or_default().to_vec();
         match find_record(&records, key) {
             Some(at) if is_live(record_expiry(&records, at), now_ms) => {
-                let expiry = record_expiry(&records, at).max(expires_s);
-                if let Some(field) = records.get_mut(at + 8..at + RECORD_BYTES) {
-                    field.copy_from_slice(&expiry.to_le_bytes());
-                }
+                extend_record(&mut records, at, expires_s);
                 Ok(Some(records))
             }
             _ => Ok(None),
@@ -292,10 +306,7 @@ pub fn admit<S: SharedData>(
         match find_record(&records, key) {
             Some(at) => {
                 existed = true;
-                let expiry = record_expiry(&records, at).max(expires_s);
-                if let Some(field) = records.get_mut(at + 8..at + RECORD_BYTES) {
-                    field.copy_from_slice(&expiry.to_le_bytes());
-                }
+                extend_record(&mut records, at, expires_s);
             }
             None => {
                 records.extend_from_slice(&key.to_le_bytes());
@@ -382,16 +393,8 @@ pub fn acquire_lease<S: SharedData>(
     let Some((value, cas)) = shared.get(&key)? else {
         return Err(StoreError::MissingKey(key));
     };
-    let holder = value
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
-    let until = value
-        .get(8..16)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0);
+    let holder = read_u64_at(&value, 0);
+    let until = read_u64_at(&value, 8);
     if holder != owner && until > now_ms {
         return Ok(false);
     }

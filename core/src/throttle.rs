@@ -114,13 +114,7 @@ pub struct FeedMeta {
 
 impl FeedMeta {
     fn decode(bytes: &[u8]) -> Self {
-        let word = |at: usize| {
-            bytes
-                .get(at..at + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0)
-        };
+        let word = |at: usize| crate::store::read_u64_at(bytes, at);
         Self {
             seq: word(0),
             last_ok_ms: word(8),
