@@ -1,7 +1,9 @@
 # huntgate: build, lint and test.
 #
 #   make test   everything CI runs: tools lint unit governor wasm validate e2e
-#   make demo   the quick start (envoy/envoy.yaml) shown with curl
+#               demo-smoke bench-smoke
+#   make demo   the spike replayed three ways, with a report (mk/demo.mk)
+#   make bench  cost per request and control-path speed (mk/bench.mk)
 #
 # Tools (Envoy, wasm-bindgen-test-runner, ...) are installed and cached by
 # scripts/install-tools.sh in $(CACHE); targets that use them source
@@ -20,9 +22,9 @@ WASM_BUILT := target/wasm32-wasip1/release/huntgate.wasm
 # Parallel e2e tests: each waits on Envoy, TTLs and sockets more than CPU.
 E2E_THREADS ?= 4
 
-.PHONY: test tools wasm lint unit governor validate e2e demo
+.PHONY: test tools wasm lint unit governor validate e2e
 
-test: tools lint unit governor wasm validate e2e
+test: tools lint unit governor wasm validate e2e demo-smoke bench-smoke
 
 tools:
 	scripts/install-tools.sh
@@ -60,5 +62,4 @@ e2e: wasm | $(ENV_SH)
 	$(WITH_TOOLS) HUNTGATE_WASM=$(CURDIR)/$(WASM) \
 		cargo test -p huntgate-e2e -- --test-threads $(E2E_THREADS)
 
-demo: tools wasm
-	$(WITH_TOOLS) scripts/demo.sh
+include mk/demo.mk mk/bench.mk
