@@ -58,8 +58,11 @@ governor: | $(ENV_SH)
 validate: wasm | $(ENV_SH)
 	$(WITH_TOOLS) scripts/validate-envoy.sh
 
+# The governor tests of the suite run the real governor binary (debug build).
 e2e: wasm | $(ENV_SH)
+	cargo build -p huntgate-governor
 	$(WITH_TOOLS) HUNTGATE_WASM=$(CURDIR)/$(WASM) \
+		HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor \
 		cargo test -p huntgate-e2e -- --test-threads $(E2E_THREADS)
 
 include mk/demo.mk mk/bench.mk

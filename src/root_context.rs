@@ -145,6 +145,9 @@ impl Context for HuntgateRoot {
                 );
             }
         }
+        // A long poll goes out again now, not at the next tick: a change the
+        // governor makes in between reaches this proxy at once.
+        self.fetch_if_due(&shared, now);
     }
 }
 

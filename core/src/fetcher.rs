@@ -8,6 +8,17 @@ use crate::config::GovernorFeed;
 use crate::shared_data::SharedData;
 use crate::throttle::{self, ThrottleTable};
 
+/// A fetch falls due this much early, so a timer tick that lands a hair
+/// before the due time (host clocks differ) does not skip a whole period.
+const SCHEDULE_SLACK_MS: u64 = 25;
+
+/// A long poll the governor held at least this long is re-issued at once.
+const LONG_POLL_HELD_MS: u64 = 1_000;
+
+/// A long poll answered sooner (a server that does not hold it) is re-issued
+/// no sooner than this after the previous one started: no busy loop.
+const LONG_POLL_MIN_GAP_MS: u64 = 1_000;
+
 /// Extra time past its timeout after which an unanswered fetch is forgotten.
 const LOST_CALL_GRACE_MS: u64 = 5_000;
 
@@ -36,6 +47,7 @@ pub enum FetchResult {
 pub struct Fetcher {
     in_flight_since: Option<u64>,
     in_flight_timeout_ms: u64,
+    in_flight_long_poll: bool,
     next_due_ms: u64,
     etag: Option<String>,
     /// Failures since the last success.
@@ -51,7 +63,7 @@ impl Fetcher {
             }
             self.in_flight_since = None;
         }
-        if now_ms < self.next_due_ms {
+        if now_ms.saturating_add(SCHEDULE_SLACK_MS) < self.next_due_ms {
             return None;
         }
         let long_poll = feed.long_poll_s > 0 && self.etag.is_some();
@@ -77,6 +89,7 @@ impl Fetcher {
         };
         self.in_flight_since = Some(now_ms);
         self.in_flight_timeout_ms = u64::from(timeout_ms);
+        self.in_flight_long_poll = long_poll;
         Some(FetchRequest {
             headers,
             timeout_ms,
@@ -95,12 +108,19 @@ impl Fetcher {
         self.etag = None;
     }
 
-    fn succeed(&mut self, feed: &GovernorFeed, now_ms: u64) {
+    /// Plain polls start one poll interval apart (counted from the start of
+    /// the previous fetch, so the response time does not stretch the period
+    /// past a timer tick). With long polling the next long poll is due at
+    /// once after a plain fetch or a held long poll, else after
+    /// [`LONG_POLL_MIN_GAP_MS`].
+    fn succeed(&mut self, feed: &GovernorFeed, sent_ms: u64, now_ms: u64) {
         self.consecutive_failures = 0;
-        self.next_due_ms = if feed.long_poll_s > 0 {
+        self.next_due_ms = if feed.long_poll_s == 0 {
+            sent_ms + u64::from(feed.poll_interval_ms)
+        } else if !self.in_flight_long_poll || now_ms >= sent_ms + LONG_POLL_HELD_MS {
             now_ms
         } else {
-            now_ms + u64::from(feed.poll_interval_ms)
+            sent_ms + LONG_POLL_MIN_GAP_MS
         };
     }
 
@@ -114,7 +134,7 @@ impl Fetcher {
         etag: Option<&str>,
         body: &[u8],
     ) -> FetchResult {
-        self.in_flight_since = None;
+        let sent_ms = self.in_flight_since.take().unwrap_or(now_ms);
         let result = match status {
             Some(200) => match ThrottleTable::decode(body) {
                 Ok(table) => match throttle::publish(shared, body, now_ms) {
@@ -135,7 +155,7 @@ impl Fetcher {
         };
         match result {
             FetchResult::Failed(_) => self.fail(feed, now_ms),
-            _ => self.succeed(feed, now_ms),
+            _ => self.succeed(feed, sent_ms, now_ms),
         }
         result
     }

@@ -75,6 +75,25 @@ fn first_fetch_is_plain_then_long_polls_with_the_etag() {
 }
 
 #[test]
+fn a_held_long_poll_is_reissued_at_once_a_quick_one_after_a_gap() {
+    let c = config("");
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW).unwrap();
+    f.on_response(feed, &shared, NOW + 10, Some(200), Some("\"7\""), DOC);
+    // Held 12 s, then released by a change: the next long poll goes out now.
+    f.poll(feed, NOW + 10).unwrap();
+    f.on_response(feed, &shared, NOW + 12_010, Some(200), Some("\"8\""), DOC);
+    assert!(f.poll(feed, NOW + 12_010).is_some());
+    // Answered at once (a server that does not hold): not before a gap.
+    f.on_response(feed, &shared, NOW + 12_015, Some(304), None, b"");
+    assert!(f.poll(feed, NOW + 12_500).is_none(), "no busy loop");
+    assert!(f.poll(feed, NOW + 13_010).is_some());
+}
+
+#[test]
 fn a_published_document_reaches_every_worker_and_304_keeps_it_fresh() {
     let c = config(r#","max_stale_s":5,"on_stale":"fail_closed""#);
     let feed = c.governor.as_ref().unwrap();
@@ -148,8 +167,34 @@ fn dispatch_failure_retries_after_the_poll_interval() {
     let mut f = Fetcher::default();
     f.poll(feed, NOW).unwrap();
     f.dispatch_failed(feed, NOW);
-    assert!(f.poll(feed, NOW + 499).is_none());
+    assert!(f.poll(feed, NOW + 400).is_none());
     assert!(f.poll(feed, NOW + 500).is_some());
+}
+
+#[test]
+fn plain_polls_start_one_interval_apart_whatever_the_response_time() {
+    // The adapter polls on a timer of the poll interval: a period counted
+    // from the response would skip every other tick.
+    let c = config(r#","poll_interval_ms":1000,"long_poll_s":0"#);
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW).unwrap();
+    f.on_response(feed, &shared, NOW + 40, Some(200), Some("\"7\""), DOC);
+    assert!(
+        f.poll(feed, NOW + 900).is_none(),
+        "not due before the interval"
+    );
+    let next = f
+        .poll(feed, NOW + 1_000)
+        .expect("due one interval after the last start");
+    f.on_response(feed, &shared, NOW + 1_040, Some(304), None, b"");
+    assert!(header(&next.headers, "if-none-match").is_some());
+    assert!(
+        f.poll(feed, NOW + 1_999).is_some(),
+        "a tick a hair early still fetches"
+    );
 }
 
 #[test]

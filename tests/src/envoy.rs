@@ -78,19 +78,25 @@ pub struct Envoy {
 impl Envoy {
     /// Envoy with a static listener running `plugin` in front of `upstream`.
     pub fn start(plugin: &Value, upstream: &Upstream) -> Self {
-        Self::start_ready(Listener::Static, plugin, upstream.port())
+        Self::start_ready(Listener::Static, plugin, upstream.port(), free_port())
+    }
+
+    /// Envoy with a static listener running `plugin` in front of `upstream`,
+    /// whose cluster `governor` is `governor` (see [`crate::Governor`]).
+    pub fn start_with_governor(plugin: &Value, upstream: &Upstream, governor: SocketAddr) -> Self {
+        Self::start_ready(Listener::Static, plugin, upstream.port(), governor.port())
     }
 
     /// Envoy whose listener comes from file-based LDS, so that
     /// [`Envoy::reconfigure`] can change `plugin` while it runs.
     pub fn start_dynamic(plugin: &Value, upstream: &Upstream) -> Self {
-        Self::start_ready(Listener::Dynamic, plugin, upstream.port())
+        Self::start_ready(Listener::Dynamic, plugin, upstream.port(), free_port())
     }
 
     /// Starts Envoy with a static listener running `plugin` and expects it to
     /// exit by itself (a refused configuration); panics if it becomes ready.
     pub fn start_expecting_exit(plugin: &Value) -> Exited {
-        let mut envoy = Self::spawn(Listener::Static, plugin, free_port());
+        let mut envoy = Self::spawn(Listener::Static, plugin, free_port(), free_port());
         let exited = poll_until("Envoy to exit or become ready", START_TIMEOUT, || {
             if let Some(status) = envoy.process.try_status() {
                 return Some(Some(status));
@@ -138,6 +144,34 @@ impl Envoy {
             let (stat, value) = line.split_once(": ")?;
             (stat == name).then(|| value.trim().parse().ok()).flatten()
         })
+    }
+
+    /// Active downstream connections of the public listener, per worker
+    /// (index = worker number).
+    pub fn connections_per_worker(&self) -> Vec<u64> {
+        let prefix = format!(
+            "listener.{}_{}.worker_",
+            self.listener.ip(),
+            self.listener.port()
+        );
+        let mut per_worker = Vec::new();
+        for line in self.admin().get_ok("/stats").lines() {
+            let Some((stat, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some(worker) = stat
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".downstream_cx_active"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if per_worker.len() <= worker {
+                per_worker.resize(worker + 1, 0);
+            }
+            per_worker[worker] = value.trim().parse().unwrap_or(0);
+        }
+        per_worker
     }
 
     /// Replaces the plugin configuration of the running listener (file-based
@@ -196,10 +230,10 @@ impl Envoy {
         })
     }
 
-    fn start_ready(kind: Listener, plugin: &Value, upstream_port: u16) -> Self {
+    fn start_ready(kind: Listener, plugin: &Value, upstream_port: u16, governor_port: u16) -> Self {
         let mut attempt = 1;
         loop {
-            let mut envoy = Self::spawn(kind, plugin, upstream_port);
+            let mut envoy = Self::spawn(kind, plugin, upstream_port, governor_port);
             if envoy.wait_ready() {
                 return envoy;
             }
@@ -217,8 +251,9 @@ impl Envoy {
         }
     }
 
-    /// Renders the configs into a fresh directory and spawns Envoy.
-    fn spawn(kind: Listener, plugin: &Value, upstream_port: u16) -> Self {
+    /// Renders the configs into a fresh directory and spawns Envoy. The
+    /// `governor` cluster (static listener only) points at `governor_port`.
+    fn spawn(kind: Listener, plugin: &Value, upstream_port: u16, governor_port: u16) -> Self {
         let binary = envoy_binary();
         let wasm = wasm_module();
         let tempdir = tempfile::Builder::new()
@@ -233,6 +268,7 @@ impl Envoy {
                 &Values::new()
                     .set("listener_port", listener.port().to_string())
                     .set("upstream_port", upstream_port.to_string())
+                    .set("governor_port", governor_port.to_string())
                     .set("wasm", yaml_string(&wasm.to_string_lossy()))
                     .set("plugin_config", yaml_string(&plugin.to_string())),
             ),

@@ -168,6 +168,41 @@ pub fn raw_get(addr: SocketAddr, raw_path: &str, headers: &[(&str, &str)]) -> Re
         .unwrap_or_else(|e| panic!("reading the response to GET {raw_path}: {e}"))
 }
 
+/// One keep-alive HTTP/1.1 connection: every request on it is served by the
+/// Envoy worker that accepted it.
+pub struct Connection {
+    addr: SocketAddr,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    /// Opens a connection to `addr`.
+    pub fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok();
+        stream.set_nodelay(true).ok();
+        Self {
+            addr,
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// GET `path` with `headers` on this connection.
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("send GET {path} to {}: {e}", self.addr));
+        read_response(&mut self.reader)
+            .unwrap_or_else(|e| panic!("reading the response to GET {path}: {e}"))
+    }
+}
+
 /// Reads one HTTP/1.1 response.
 fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
     let status_line = read_line(reader)?;

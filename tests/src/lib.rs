@@ -6,9 +6,11 @@
 //! One role per module: [`process`] stops child processes, [`ports`] picks
 //! ports, [`envoy`] starts and reconfigures Envoy, [`upstream`] is the echo
 //! server, [`http`] the client, [`metrics`] reads Prometheus output,
-//! [`plugin`] builds plugin configurations, [`poll`] waits with a bound.
+//! [`plugin`] builds plugin configurations, [`poll`] waits with a bound,
+//! [`governor`] runs a real governor over a policy directory.
 
 pub mod envoy;
+pub mod governor;
 pub mod http;
 pub mod locate;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod template;
 pub mod upstream;
 
 pub use envoy::{Envoy, Exited, Reload};
-pub use http::{raw_get, Client, Response};
+pub use governor::{Governor, Policies};
+pub use http::{raw_get, Client, Connection, Response};
 pub use metrics::Metrics;
 pub use upstream::Upstream;

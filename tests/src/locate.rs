@@ -1,6 +1,6 @@
 //! Where the things under test are: the workspace, the Envoy binary, the
-//! wasm module. A missing Envoy or wasm fails the test with the command that
-//! provides it, never skips it.
+//! wasm module, the governor binary. A missing one fails the test with the
+//! command that provides it, never skips it.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,21 @@ pub fn wasm_module() -> PathBuf {
     if !path.is_file() {
         panic!(
             "wasm module {} not found: build it with `make wasm` (or set HUNTGATE_WASM)",
+            path.display()
+        );
+    }
+    path
+}
+
+/// The governor binary: `$HUNTGATE_GOVERNOR`, else the workspace's debug
+/// build (`cargo build -p huntgate-governor`, which `make e2e` runs).
+pub fn governor_binary() -> PathBuf {
+    let path = from_env("HUNTGATE_GOVERNOR")
+        .unwrap_or_else(|| workspace_root().join("target/debug/huntgate-governor"));
+    if !path.is_file() {
+        panic!(
+            "governor binary {} not found: build it with `cargo build -p huntgate-governor` \
+             (or set HUNTGATE_GOVERNOR)",
             path.display()
         );
     }

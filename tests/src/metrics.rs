@@ -15,6 +15,11 @@ pub const BAD_REQUEST: &str = "huntgate_bad_request";
 pub const UNTRACKED_HUNT: &str = "huntgate_untracked_hunt";
 pub const TICKET_INVALID: &str = "huntgate_ticket_invalid";
 
+/// Governor feed metrics as exported.
+pub const GOVERNOR_FETCH_OK: &str = "huntgate_governor_fetch_ok";
+pub const GOVERNOR_FETCH_FAILED: &str = "huntgate_governor_fetch_failed";
+pub const GOVERNOR_DOCUMENT_AGE_MS: &str = "huntgate_governor_document_age_ms";
+
 /// Per-hunt gauges as exported (with label `hunt`).
 pub const HUNT_ACTIVE: &str = "huntgate_hunt_active";
 pub const HUNT_LIMIT: &str = "huntgate_hunt_limit";

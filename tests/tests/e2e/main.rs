@@ -2,12 +2,14 @@
 //!
 //! One test binary, so every test runs in parallel with the others; each
 //! test starts its own echo upstream and Envoy (own ports, own shared data).
-//! Needs `$HUNTGATE_ENVOY` (or `envoy` on PATH) and the built filter
-//! (`make wasm`); `make e2e` provides both.
+//! Needs `$HUNTGATE_ENVOY` (or `envoy` on PATH), the built filter
+//! (`make wasm`) and the governor binary (`$HUNTGATE_GOVERNOR`, else
+//! target/debug/huntgate-governor); `make e2e` provides all three.
 
 mod admission;
 mod catalog;
 mod config;
+mod governor;
 mod metrics;
 mod paths;
 mod reload;
