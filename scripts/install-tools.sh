@@ -13,7 +13,7 @@
 # Also: the Rust wasm targets, and from Debian redis-server, wrk, prometheus
 # (promtool), nodejs (for wasm-bindgen-test-runner), curl and cmake (the
 # governor's vendored librdkafka), valgrind and h2load (nghttp2-client, for
-# make bench) when missing.
+# make bench), fonts-dejavu-core (the demo's plots) when missing.
 # Prints one line per tool. Safe to run concurrently (takes a lock).
 set -euo pipefail
 
@@ -58,6 +58,8 @@ command -v python3 >/dev/null || apt_packages+=(python3)
 # make bench: valgrind (instruction counts) and h2load (open-loop latency).
 command -v valgrind >/dev/null || apt_packages+=(valgrind)
 command -v h2load >/dev/null || apt_packages+=(nghttp2-client)
+# make demo: the report's plots draw text with this TrueType font (no fontconfig needed).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_packages+=(fonts-dejavu-core)
 if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     apt_packages+=(python3-venv)
 fi

@@ -2,7 +2,7 @@
 # The quick start, shown: runs Envoy with envoy/envoy.yaml (huntgate on
 # 127.0.0.1:10000 in front of a sample upstream on :10001, admin on :9901)
 # and walks through admission with curl. Everything it starts is stopped on
-# exit. Run `make demo` (builds dist/huntgate.wasm and finds Envoy).
+# exit. Run `make walkthrough` (builds dist/huntgate.wasm and finds Envoy).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,16 +12,16 @@ PUBLIC=http://127.0.0.1:10000
 ADMIN=http://127.0.0.1:9901
 HUNTER=x-veltrix-hunter
 
-[ -n "$ENVOY" ] || { echo "demo: no Envoy (run \`make tools\`)" >&2; exit 1; }
-[ -f dist/huntgate.wasm ] || { echo "demo: dist/huntgate.wasm missing (run \`make wasm\`)" >&2; exit 1; }
+[ -n "$ENVOY" ] || { echo "walkthrough: no Envoy (run \`make tools\`)" >&2; exit 1; }
+[ -f dist/huntgate.wasm ] || { echo "walkthrough: dist/huntgate.wasm missing (run \`make wasm\`)" >&2; exit 1; }
 for port in 10000 10001 9901; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "demo: 127.0.0.1:$port is in use; stop whatever listens there first" >&2
+        echo "walkthrough: 127.0.0.1:$port is in use; stop whatever listens there first" >&2
         exit 1
     fi
 done
 
-log=$(mktemp -t huntgate-demo-envoy.XXXXXX.log)
+log=$(mktemp -t huntgate-walkthrough-envoy.XXXXXX.log)
 envoy_pid=""
 cleanup() {
     if [ -n "$envoy_pid" ]; then
@@ -37,13 +37,13 @@ envoy_pid=$!
 for _ in $(seq 300); do
     [ "$(curl -s "$ADMIN/ready" || true)" = "LIVE" ] && break
     if ! kill -0 "$envoy_pid" 2>/dev/null; then
-        echo "demo: Envoy exited during start-up:" >&2
+        echo "walkthrough: Envoy exited during start-up:" >&2
         cat "$log" >&2
         exit 1
     fi
     sleep 0.1
 done
-[ "$(curl -s "$ADMIN/ready" || true)" = "LIVE" ] || { echo "demo: Envoy not ready after 30 s" >&2; cat "$log" >&2; exit 1; }
+[ "$(curl -s "$ADMIN/ready" || true)" = "LIVE" ] || { echo "walkthrough: Envoy not ready after 30 s" >&2; cat "$log" >&2; exit 1; }
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
