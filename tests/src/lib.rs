@@ -7,13 +7,15 @@
 //! ports, [`envoy`] starts and reconfigures Envoy, [`upstream`] is the echo
 //! server, [`http`] the client, [`metrics`] reads Prometheus output,
 //! [`plugin`] builds plugin configurations, [`poll`] waits with a bound,
-//! [`governor`] runs a real governor over a policy directory.
+//! [`governor`] runs a real governor over a policy directory, [`openapi`]
+//! checks Kubernetes resources against their CRD schema.
 
 pub mod envoy;
 pub mod governor;
 pub mod http;
 pub mod locate;
 pub mod metrics;
+pub mod openapi;
 pub mod plugin;
 pub mod poll;
 pub mod ports;

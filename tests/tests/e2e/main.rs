@@ -10,6 +10,7 @@ mod admission;
 mod catalog;
 mod config;
 mod governor;
+mod istio;
 mod metrics;
 mod paths;
 mod reload;
