@@ -232,15 +232,27 @@ pub fn dispatch_http_call(
     })
 }
 
-/// All pairs of a header map, values decoded lossily (non-UTF-8 bytes become U+FFFD).
-pub fn header_pairs(map: HeaderMap) -> Result<Vec<(String, String)>, HostError> {
+/// The serialized pairs of a header map (one host call); decode them with
+/// `huntgate_core::abi::decode_header_pairs_borrowed`.
+pub fn header_map_bytes(map: HeaderMap) -> Result<Vec<u8>, HostError> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: as for `plugin_configuration`.
     check("get_header_map_pairs", unsafe {
         proxy_get_header_map_pairs(map as u32, &mut data, &mut size)
     })?;
-    let bytes = unsafe { take_host_buffer(data, size) };
+    Ok(unsafe { take_host_buffer(data, size) })
+}
+
+/// The error of a header map that does not decode.
+pub const UNDECODABLE_HEADERS: HostError = HostError {
+    call: "get_header_map_pairs(decode)",
+    status: 0,
+};
+
+/// All pairs of a header map, values decoded lossily (non-UTF-8 bytes become U+FFFD).
+pub fn header_pairs(map: HeaderMap) -> Result<Vec<(String, String)>, HostError> {
+    let bytes = header_map_bytes(map)?;
     huntgate_core::abi::decode_header_pairs(&bytes).ok_or(HostError {
         call: "get_header_map_pairs(decode)",
         status: 0,

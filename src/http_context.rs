@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use huntgate_core::engine::IssuedTicket;
-use huntgate_core::request::{DECISION_HEADER, TICKET_HEADER};
+use huntgate_core::request::{reads_header, DECISION_HEADER, TICKET_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -51,13 +51,23 @@ impl HttpContext for HuntgateHttp {
         let Ok(metrics) = shared.metrics.try_borrow() else {
             return Action::Continue;
         };
-        let (headers, now) = match (host::header_pairs(HeaderMap::Request), host::now_ms()) {
-            (Ok(headers), Ok(now)) => (headers, now),
+        let (bytes, now) = match (host::header_map_bytes(HeaderMap::Request), host::now_ms()) {
+            (Ok(bytes), Ok(now)) => (bytes, now),
             (Err(e), _) | (_, Err(e)) => {
                 metrics.host_error();
                 warn(&format!("request passed unchecked: {e}"));
                 return Action::Continue;
             }
+        };
+        // Borrowed from `bytes`, and only the headers admission reads.
+        let wanted = |name: &[u8]| reads_header(&shared.config, name);
+        let Some(headers) = huntgate_core::abi::decode_header_pairs_where(&bytes, wanted) else {
+            metrics.host_error();
+            warn(&format!(
+                "request passed unchecked: {}",
+                host::UNDECODABLE_HEADERS
+            ));
+            return Action::Continue;
         };
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
             return Action::Continue;

@@ -1,6 +1,8 @@
 //! The filter's Envoy stats: process-wide counters every worker increments,
 //! and per-hunt gauges only the sweeper worker records.
 
+use std::cell::Cell;
+
 use hashbrown::HashMap;
 use huntgate_core::engine::{Effects, Event, HuntGauge};
 use huntgate_core::fetcher::FetchResult;
@@ -26,6 +28,9 @@ pub struct Metrics {
     fetch_failures_in_a_row: Option<u32>,
     document_age_ms: Option<u32>,
     hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
+    /// Hot-path (`session`) requests not yet added to the counter: the hot path
+    /// makes no stats host call; [`Metrics::flush`] adds them on every tick.
+    pending_sessions: Cell<i64>,
 }
 
 fn define(kind: MetricKind, name: &str) -> Option<u32> {
@@ -72,6 +77,7 @@ impl Metrics {
             fetch_failures_in_a_row: define(Gauge, "huntgate_governor_fetch_failures_in_a_row"),
             document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
             hunt_gauges: HashMap::new(),
+            pending_sessions: Cell::new(0),
         }
     }
 
@@ -79,7 +85,11 @@ impl Metrics {
     pub fn record(&self, effects: &Effects) {
         let id = match effects.event {
             Event::NotHunt => None,
-            Event::Session => self.session,
+            Event::Session => {
+                self.pending_sessions
+                    .set(self.pending_sessions.get().saturating_add(1));
+                None
+            }
             Event::Renewed => self.renewed,
             Event::Admitted => self.admitted,
             Event::Rejected => self.rejected,
@@ -91,6 +101,15 @@ impl Metrics {
         bump(id, 1);
         if effects.ticket_refused.is_some() {
             bump(self.ticket_invalid, 1);
+        }
+    }
+
+    /// Adds the hot-path requests counted since the last flush (run on every tick,
+    /// so `huntgate_session` lags by at most one tick).
+    pub fn flush(&self) {
+        let pending = self.pending_sessions.replace(0);
+        if pending > 0 {
+            bump(self.session, pending);
         }
     }
 

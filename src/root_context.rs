@@ -203,6 +203,7 @@ impl RootContext for HuntgateRoot {
         ) else {
             return;
         };
+        metrics.flush();
         let now = match host::now_ms() {
             Ok(now) => now,
             Err(e) => {

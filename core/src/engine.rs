@@ -5,11 +5,12 @@
 
 use crate::config::{Config, Mode, UntrackedPolicy};
 use crate::reply::{self, Reply};
-use crate::request::{classify, Classified, HuntRequest, Hunter, COOKIE_PREFIX};
+use crate::request::{classify, Classified, HeaderPair, HuntRequest, Hunter, COOKIE_PREFIX};
 use crate::shared_data::{SharedData, StoreError};
 use crate::store::{self, AdmitOutcome, RegistryCache, SlotLookup};
 use crate::throttle::ThrottleCache;
 use crate::ticket::{needs_renewal, session_expiry_s, TicketError};
+use crate::ticket_cache::TicketCache;
 
 /// How long the sweeper lease lasts; another worker takes over after this if the holder stops.
 pub const SWEEPER_LEASE_MS: u64 = 3_000;
@@ -112,11 +113,12 @@ pub struct TickReport {
     pub gauges: Vec<HuntGauge>,
 }
 
-/// One worker's state: its registry and throttle caches and its lease identity.
+/// One worker's state: its registry, throttle and verified-ticket caches and its lease identity.
 #[derive(Debug)]
 pub struct Worker {
     registry: RegistryCache,
     throttle: ThrottleCache,
+    tickets: TicketCache,
     owner: u64,
 }
 
@@ -150,6 +152,7 @@ impl Worker {
         Self {
             registry: RegistryCache::default(),
             throttle: ThrottleCache::default(),
+            tickets: TicketCache::default(),
             owner: owner.max(1),
         }
     }
@@ -171,11 +174,11 @@ impl Worker {
     }
 
     /// Handles one request's headers at `now_ms`. `mint` makes a fresh anonymous session id.
-    pub fn handle<S: SharedData>(
+    pub fn handle<S: SharedData, H: HeaderPair>(
         &mut self,
         config: &Config,
         shared: &S,
-        headers: &[(String, String)],
+        headers: &[H],
         now_ms: u64,
         mint: &mut dyn FnMut() -> String,
     ) -> Effects {
@@ -192,9 +195,9 @@ impl Worker {
         let mut ticket_refused = None;
         let mut renewal = None;
         if let Some(ticket) = request.ticket {
-            match config
-                .ticket_keys
-                .verify(ticket, &request.hunt, now_ms, ttl_s)
+            match self
+                .tickets
+                .verify(&config.ticket_keys, ticket, &request.hunt, now_ms, ttl_s)
             {
                 Ok(claims) => match request.hunter {
                     Hunter::Identified(id) if id != claims.hunter => {
@@ -205,7 +208,7 @@ impl Worker {
                         effects.decision = Some(decision::SESSION);
                         return effects;
                     }
-                    _ => renewal = Some(claims.hunter),
+                    _ => renewal = Some(claims.hunter.clone()),
                 },
                 Err(e) => ticket_refused = Some(e),
             }

@@ -4,6 +4,7 @@
 //! - [`config`]: the plugin configuration schema, validation and compiled form;
 //! - [`request`]: request → (hunt, hunter, ticket);
 //! - [`ticket`]: HMAC-signed admission tickets;
+//! - [`ticket_cache`]: a worker's cache of verified tickets (the hot path);
 //! - [`store`]: the exact, CAS-based session count in Envoy shared data;
 //! - [`throttle`]: governor ratios and the enforced limit;
 //! - [`engine`]: one worker's request handling and tick;
@@ -20,3 +21,4 @@ pub mod shared_data;
 pub mod store;
 pub mod throttle;
 pub mod ticket;
+pub mod ticket_cache;

@@ -72,8 +72,40 @@ pub enum Classified<'a> {
     Hunt(HuntRequest<'a>),
 }
 
+/// One request header: `(name, value)` pairs of owned or borrowed strings.
+pub trait HeaderPair {
+    /// The lowercase name.
+    fn name(&self) -> &str;
+    /// The value.
+    fn value(&self) -> &str;
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> HeaderPair for (K, V) {
+    fn name(&self) -> &str {
+        self.0.as_ref()
+    }
+
+    fn value(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+/// Whether [`classify`] reads header `name` under `config` (the adapter decodes
+/// only these: the hunt and hunter headers or `:path`, the ticket header, cookies).
+pub fn reads_header(config: &Config, name: &[u8]) -> bool {
+    let hunt = match &config.hunt_source {
+        HuntSource::PathPrefix(_) => name == b":path",
+        HuntSource::Header(header) => name == header.as_bytes(),
+    };
+    let hunter = match &config.hunter_source {
+        HunterSource::Header(header) => name == header.as_bytes(),
+        HunterSource::Anonymous => false,
+    };
+    hunt || hunter || name == TICKET_HEADER.as_bytes() || name == b"cookie"
+}
+
 /// Classifies a request from its headers (lowercase names, pseudo-headers included).
-pub fn classify<'a>(config: &Config, headers: &'a [(String, String)]) -> Classified<'a> {
+pub fn classify<'a, H: HeaderPair>(config: &Config, headers: &'a [H]) -> Classified<'a> {
     let raw_hunt = match &config.hunt_source {
         HuntSource::PathPrefix(prefix) => {
             let Some(path) = single_header(headers, ":path").ok().flatten() else {
@@ -118,17 +150,17 @@ pub fn classify<'a>(config: &Config, headers: &'a [(String, String)]) -> Classif
 #[derive(Debug)]
 struct Duplicate;
 
-fn single_header<'a>(
-    headers: &'a [(String, String)],
+fn single_header<'a, H: HeaderPair>(
+    headers: &'a [H],
     name: &str,
 ) -> Result<Option<&'a str>, Duplicate> {
     let mut found = None;
-    for (key, value) in headers {
-        if key == name {
+    for header in headers {
+        if header.name() == name {
             if found.is_some() {
                 return Err(Duplicate);
             }
-            found = Some(value.as_str());
+            found = Some(header.value());
         }
     }
     Ok(found)
@@ -140,18 +172,18 @@ fn is_valid_hunter_id(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn find_ticket<'a>(headers: &'a [(String, String)], hunt: &str) -> Option<&'a str> {
+fn find_ticket<'a, H: HeaderPair>(headers: &'a [H], hunt: &str) -> Option<&'a str> {
     let from_header = headers
         .iter()
-        .find(|(key, _)| key == TICKET_HEADER)
-        .map(|(_, value)| value.trim());
+        .find(|header| header.name() == TICKET_HEADER)
+        .map(|header| header.value().trim());
     if let Some(ticket) = from_header.filter(|t| !t.is_empty()) {
         return Some(ticket);
     }
     headers
         .iter()
-        .filter(|(key, _)| key == "cookie")
-        .flat_map(|(_, value)| value.split(';'))
+        .filter(|header| header.name() == "cookie")
+        .flat_map(|header| header.value().split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
             let name_hunt = name.strip_prefix(COOKIE_PREFIX)?;

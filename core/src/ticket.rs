@@ -132,12 +132,7 @@ impl TicketKeys {
             return Err(TicketError::OtherHunt);
         }
         let expires_s: u32 = exp.parse().map_err(|_| TicketError::Malformed)?;
-        let now_s = now_ms / 1000;
-        if u64::from(expires_s) * 1000 <= now_ms
-            || u64::from(expires_s) > now_s + u64::from(ttl_s) + 1
-        {
-            return Err(TicketError::Expired);
-        }
+        check_expiry(expires_s, now_ms, ttl_s)?;
         let hunter = URL_SAFE_NO_PAD
             .decode(hunter_b64)
             .ok()
@@ -145,6 +140,17 @@ impl TicketKeys {
             .ok_or(TicketError::Malformed)?;
         Ok(TicketClaims { hunter, expires_s })
     }
+}
+
+/// A ticket expiring at `expires_s` is refused at `now_ms` once past, or when it
+/// claims to live longer than `ttl_s` from now (so lowering the TTL takes effect).
+pub fn check_expiry(expires_s: u32, now_ms: u64, ttl_s: u32) -> Result<(), TicketError> {
+    let now_s = now_ms / 1000;
+    if u64::from(expires_s) * 1000 <= now_ms || u64::from(expires_s) > now_s + u64::from(ttl_s) + 1
+    {
+        return Err(TicketError::Expired);
+    }
+    Ok(())
 }
 
 /// Unix second at which a session touched at `now_ms` expires.

@@ -9,8 +9,9 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use huntgate_core::abi::{decode_header_pairs_where, encode_header_pairs};
 use huntgate_core::config::Config;
-use huntgate_core::request::{classify, Classified, Hunter, Refusal};
+use huntgate_core::request::{classify, reads_header, Classified, Hunter, Refusal};
 
 fn config(extra: &str) -> Config {
     Config::from_json(format!(r#"{{"ticket_secrets":["0123456789abcdef"]{extra}}}"#).as_bytes())
@@ -195,4 +196,36 @@ fn anonymous_mode_needs_no_hunter_header() {
         Classified::Hunt(req) => assert_eq!(req.hunter, Hunter::Anonymous),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn classifying_only_the_headers_it_reads_gives_the_same_answer() {
+    let config = config("");
+    let all = [
+        (":path", "/hunts/h1/play"),
+        (":method", "GET"),
+        ("user-agent", "test"),
+        ("x-veltrix-hunter", "alice"),
+        ("x-veltrix-hunter", "mallory"),
+        ("cookie", "a=b"),
+    ];
+    let bytes = encode_header_pairs(&all);
+    let wanted = decode_header_pairs_where(&bytes, |name| reads_header(&config, name)).unwrap();
+    let names: Vec<&str> = wanted.iter().map(|(k, _)| k.as_ref()).collect();
+    assert_eq!(
+        names,
+        [":path", "x-veltrix-hunter", "x-veltrix-hunter", "cookie"]
+    );
+    assert_eq!(
+        classify(&config, &wanted),
+        classify(&config, &headers(&all))
+    );
+    assert_eq!(
+        classify(&config, &wanted),
+        Classified::Refuse(Refusal::DuplicateHunterHeader)
+    );
+    let by_header = self::config(r#","hunt":{"header":"x-hunt"}"#);
+    assert!(reads_header(&by_header, b"x-hunt"));
+    assert!(!reads_header(&by_header, b":path"));
+    assert!(reads_header(&by_header, b"x-huntgate-ticket"));
 }

@@ -1,0 +1,110 @@
+//! Footprint: wasm sizes, Envoy RSS with and without the filter (per worker),
+//! shared-data bytes per hunt from the store layout and as measured RSS growth.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use huntgate_core::store::{slot_bytes, SHARDS};
+use serde_json::{json, Value};
+
+use crate::envoy::{rss_bytes, Envoy, EnvoySpec};
+use crate::filters::Filters;
+use crate::http::Connection;
+use crate::workload::{Requests, Scale};
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+/// RSS of an idle Envoy with `filters` and `workers` workers, after one request.
+fn envoy_rss(root: &Path, dir: &Path, filters: &Filters, workers: u32) -> Result<u64> {
+    let name = format!("rss-{}-{workers}", filters.label());
+    let spec = EnvoySpec {
+        filters: filters.clone(),
+        workers,
+        governor_port: None,
+        cachegrind_out: None,
+    };
+    let envoy = Envoy::start(root, dir, &name, &spec, Duration::from_secs(60))?;
+    envoy.settle(Duration::from_secs(60))?;
+    let rss = rss_bytes(envoy.child.id())?;
+    envoy.stop()?;
+    Ok(rss)
+}
+
+/// Envoy RSS growth from `hunters` joins into one hunt (shared data as really stored).
+fn measured_bytes_per_hunter(root: &Path, dir: &Path, wasm: &Path, hunters: u32) -> Result<f64> {
+    let spec = EnvoySpec {
+        filters: Filters::Huntgate {
+            wasm: wasm.to_path_buf(),
+            max_hunters: 10_000_000,
+            max_tracked_hunts: 1024,
+            listed_hunts: 0,
+            feed: None,
+        },
+        workers: 1,
+        governor_port: None,
+        cachegrind_out: None,
+    };
+    let envoy = Envoy::start(root, dir, "rss-hunters", &spec, Duration::from_secs(60))?;
+    envoy.settle(Duration::from_secs(60))?;
+    let before = rss_bytes(envoy.child.id())?;
+    let requests = Requests::new(Scale {
+        hunts: 1,
+        active_hunts: 1,
+        hunters,
+    })?;
+    let mut connection = Connection::open(envoy.port, Duration::from_secs(30))?;
+    requests.prefill(&mut connection)?;
+    drop(connection);
+    let after = rss_bytes(envoy.child.id())?;
+    envoy.stop()?;
+    Ok((after.saturating_sub(before)) as f64 / f64::from(hunters))
+}
+
+/// All footprint figures.
+pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Value> {
+    let wasm_bytes = fs::metadata(wasm)?.len();
+    let empty_bytes = fs::metadata(empty)?.len();
+    let huntgate = Filters::Huntgate {
+        wasm: wasm.to_path_buf(),
+        max_hunters: 2000,
+        max_tracked_hunts: 1024,
+        listed_hunts: 0,
+        feed: None,
+    };
+    let bare1 = envoy_rss(root, dir, &Filters::Bare, 1)?;
+    let bare2 = envoy_rss(root, dir, &Filters::Bare, 2)?;
+    let hg1 = envoy_rss(root, dir, &huntgate, 1)?;
+    let hg2 = envoy_rss(root, dir, &huntgate, 2)?;
+    let per_hunter = measured_bytes_per_hunter(root, dir, wasm, 50_000)?;
+    let layout: Vec<Value> = [0u32, 10, 2_000, 50_000]
+        .iter()
+        .map(|&active| {
+            json!({
+                "active_hunters": active,
+                "value_bytes": slot_bytes(active),
+                "keys": 1 + SHARDS,
+                "bytes_copied_per_admitted_join": 2 * (slot_bytes(active) - 4) / SHARDS as usize + 16,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "wasm_bytes": wasm_bytes,
+        "wasm_kib": (wasm_bytes as f64 / 1024.0 * 10.0).round() / 10.0,
+        "empty_filter_wasm_bytes": empty_bytes,
+        "envoy_rss_mib": {
+            "bare_1_worker": mib(bare1),
+            "bare_2_workers": mib(bare2),
+            "huntgate_1_worker": mib(hg1),
+            "huntgate_2_workers": mib(hg2),
+        },
+        "huntgate_extra_mib_2_workers": mib(hg2.saturating_sub(bare2)),
+        "huntgate_extra_mib_per_worker_vm": mib((hg2.saturating_sub(bare2)).saturating_sub(hg1.saturating_sub(bare1))),
+        "shared_data_layout_per_hunt": layout,
+        "measured_rss_bytes_per_hunter_at_50000": per_hunter.round(),
+        "max_tracked_hunts_prepared": 1024,
+    }))
+}

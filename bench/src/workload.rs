@@ -1,0 +1,163 @@
+//! The requests of each variant: hunts `h0..hK`, hunters `u0..uH` per hunt,
+//! tickets minted with the bench secret (what the filter itself would issue).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use huntgate_core::ticket::TicketKeys;
+
+use crate::filters::TICKET_SECRET;
+use crate::http::{self, Connection};
+
+/// The hunter header of the bench configs.
+pub const HUNTER_HEADER: &str = "x-veltrix-hunter";
+/// The ticket header.
+pub const TICKET_HEADER: &str = huntgate_core::request::TICKET_HEADER;
+
+/// How many hunts and hunters per hunt are active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    /// Hunts (registered; hot-path requests go round-robin over all of them).
+    pub hunts: u32,
+    /// Hunts `h0..` holding hunters (prefilled; joins go round-robin over them).
+    pub active_hunts: u32,
+    /// Admitted hunters per active hunt (joined before the measured requests).
+    pub hunters: u32,
+}
+
+impl Scale {
+    /// "1 hunt × 10 hunters".
+    pub fn label(&self) -> String {
+        format!(
+            "{} hunts × {} hunters",
+            group(self.hunts),
+            group(self.hunters)
+        )
+    }
+}
+
+/// Digits grouped by thousands: 50000 → "50,000".
+pub fn group(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The measured requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Admitted hunters with valid tickets (round-robin over hunts and hunters).
+    Hot,
+    /// New hunters joining, admitted.
+    JoinAdmit,
+    /// New hunters joining a full hunt, rejected with 429.
+    JoinReject,
+    /// Requests outside the hunt prefix.
+    NonHunt,
+}
+
+impl Traffic {
+    /// Short name.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Traffic::Hot => "hot path (valid ticket)",
+            Traffic::JoinAdmit => "join admitted",
+            Traffic::JoinReject => "join rejected",
+            Traffic::NonHunt => "non-hunt request",
+        }
+    }
+
+    /// The status every measured request must get.
+    pub fn expected_status(&self) -> u16 {
+        match self {
+            Traffic::JoinReject => 429,
+            _ => 200,
+        }
+    }
+}
+
+/// Builds request bytes.
+pub struct Requests {
+    keys: TicketKeys,
+    scale: Scale,
+    expires_s: u32,
+}
+
+impl Requests {
+    /// Requests for `scale`, tickets valid for a week.
+    pub fn new(scale: Scale) -> Result<Self> {
+        let keys = TicketKeys::new(&[TICKET_SECRET.to_string()]).map_err(anyhow::Error::msg)?;
+        let now_s = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+        let expires_s = u32::try_from(now_s + 7 * 24 * 3600)?;
+        Ok(Self {
+            keys,
+            scale,
+            expires_s,
+        })
+    }
+
+    /// The `i`-th request of `traffic`.
+    pub fn measured(&self, traffic: Traffic, i: u32) -> Vec<u8> {
+        let hunts = match traffic {
+            Traffic::Hot | Traffic::NonHunt => self.scale.hunts,
+            Traffic::JoinAdmit | Traffic::JoinReject => self.scale.active_hunts,
+        }
+        .max(1);
+        let k = i % hunts;
+        let round = i / hunts;
+        match traffic {
+            Traffic::Hot => {
+                let hunt = format!("h{k}");
+                let hunter = format!("u{}", round % self.scale.hunters.max(1));
+                let ticket = self.keys.issue(&hunt, &hunter, self.expires_s);
+                http::get(
+                    &format!("/hunts/{hunt}/play"),
+                    &[(HUNTER_HEADER, &hunter), (TICKET_HEADER, &ticket)],
+                )
+            }
+            Traffic::JoinAdmit | Traffic::JoinReject => http::get(
+                &format!("/hunts/h{k}/join"),
+                &[(HUNTER_HEADER, &format!("n{i}"))],
+            ),
+            Traffic::NonHunt => http::get(
+                "/assets/app.js",
+                &[(
+                    HUNTER_HEADER,
+                    &format!("u{}", round % self.scale.hunters.max(1)),
+                )],
+            ),
+        }
+    }
+
+    /// The same bytes as [`Traffic::Hot`] (for bare and the other filters).
+    pub fn hot_shaped(&self, i: u32) -> Vec<u8> {
+        self.measured(Traffic::Hot, i)
+    }
+
+    /// Joins every hunter of every active hunt (the state the measured requests meet).
+    pub fn prefill(&self, connection: &mut Connection) -> Result<()> {
+        for k in 0..self.scale.active_hunts {
+            for j in 0..self.scale.hunters {
+                let request = http::get(
+                    &format!("/hunts/h{k}/join"),
+                    &[(HUNTER_HEADER, &format!("u{j}"))],
+                );
+                let response = connection.round_trip(&request)?;
+                if response.status != 200 {
+                    bail!(
+                        "prefill join h{k}/u{j}: status {} {}",
+                        response.status,
+                        response.body
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
