@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks every Envoy config under envoy/ with the Envoy the tests use.
 #
-# - Every bootstrap (any envoy/**/*.yaml outside `lds/` and `istio/`):
+# - Every bootstrap (any envoy/**/*.yaml outside `lds/`, `istio/` and `bench/`,
+#   a template the bench harness renders and runs in bench-smoke):
 #   `envoy --mode validate -c FILE`, from the repository root (the configs
 #   load dist/huntgate.wasm relative to it, so build it first: `make wasm`).
 # - Listener files served by file-based LDS (envoy/**/lds/*.yaml): validate
@@ -26,7 +27,7 @@ if [ ! -f dist/huntgate.wasm ]; then
     exit 1
 fi
 
-mapfile -t bootstraps < <(find envoy -name '*.yaml' -not -path '*/lds/*' -not -path '*/istio/*' | sort)
+mapfile -t bootstraps < <(find envoy -name '*.yaml' -not -path '*/lds/*' -not -path '*/istio/*' -not -path '*/bench/*' | sort)
 failed=0
 
 for config in "${bootstraps[@]}"; do
