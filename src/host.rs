@@ -73,6 +73,7 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_add_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -270,6 +271,14 @@ pub fn set_header(map: HeaderMap, name: &str, value: &str) -> Result<(), HostErr
             value.as_ptr(),
             value.len(),
         )
+    })
+}
+
+/// Removes every value of one header.
+pub fn remove_header(map: HeaderMap, name: &str) -> Result<(), HostError> {
+    // SAFETY: pointer and length come from a live &str.
+    check("remove_header_map_value", unsafe {
+        proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len())
     })
 }
 

@@ -99,6 +99,13 @@ impl HttpContext for HuntgateHttp {
             if let Err(e) = host::set_header(HeaderMap::Request, DECISION_HEADER, decision) {
                 warn(&format!("cannot mark request: {e}"));
             }
+        } else if effects.strip_decision {
+            // The client's own decision header never reaches the upstream.
+            if let Err(e) = host::remove_header(HeaderMap::Request, DECISION_HEADER) {
+                warn(&format!(
+                    "cannot remove the client's {DECISION_HEADER}: {e}"
+                ));
+            }
         }
         self.ticket = effects.issue;
         Action::Continue

@@ -140,10 +140,22 @@ impl Metrics {
     }
 
     /// Records the sweeper's view: expired sessions, tracked hunts, per-hunt gauges.
-    pub fn record_tick(&mut self, expired: u32, tracked: u32, gauges: &[HuntGauge]) {
+    /// At most `max_hunts` hunts ever get gauges (Envoy never drops a defined stat,
+    /// and slots are reused by new hunts).
+    pub fn record_tick(
+        &mut self,
+        expired: u32,
+        tracked: u32,
+        gauges: &[HuntGauge],
+        max_hunts: u32,
+    ) {
         bump(self.expired, i64::from(expired));
         set(self.tracked_hunts, tracked);
         for gauge in gauges {
+            let known = self.hunt_gauges.contains_key(&gauge.hunt);
+            if !known && self.hunt_gauges.len() >= max_hunts as usize {
+                continue;
+            }
             let (active, limit) =
                 *self
                     .hunt_gauges

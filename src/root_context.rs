@@ -170,7 +170,8 @@ impl RootContext for HuntgateRoot {
         self.owner = self.owner_id();
         self.fetcher = Fetcher::default();
         let mut worker = Worker::new(self.owner);
-        if let Err(e) = worker.configure(&config, &HostSharedData) {
+        let now = host::now_ms().unwrap_or(0);
+        if let Err(e) = worker.configure(&config, &HostSharedData, now) {
             host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
             return false;
         }
@@ -213,7 +214,12 @@ impl RootContext for HuntgateRoot {
         };
         match worker.tick(&shared.config, &HostSharedData, now) {
             Ok(report) if report.sweeper => {
-                metrics.record_tick(report.expired, report.tracked_hunts, &report.gauges);
+                metrics.record_tick(
+                    report.expired,
+                    report.tracked_hunts,
+                    &report.gauges,
+                    shared.config.max_hunt_metrics,
+                );
                 if shared.config.governor.is_some() {
                     metrics.document_age(worker.document_age_ms(now));
                 }

@@ -40,6 +40,21 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Longest piece of user input echoed in an error message.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// `value` for an error message: at most [`MAX_ECHO_CHARS`] characters, then `…(+N bytes)`.
+pub fn truncated(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((cut, _)) => format!(
+            "{}…(+{} bytes)",
+            value.get(..cut).unwrap_or(value),
+            value.len() - cut
+        ),
+        None => value.to_string(),
+    }
+}
+
 fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -114,9 +129,9 @@ impl Default for RejectSpec {
 #[serde(rename_all = "snake_case")]
 pub enum UntrackedPolicy {
     /// Let its requests through without admission control (counted in `huntgate_untracked_hunt`).
-    #[default]
     Pass,
-    /// Answer 503 `hunt_capacity`.
+    /// Answer 503 `hunt_capacity` (the default: nothing the filter cannot count is admitted).
+    #[default]
     Reject,
 }
 
@@ -243,7 +258,7 @@ pub struct ConfigSpec {
     /// How many distinct hunts one Envoy process tracks (default 1024).
     #[serde(default = "default_max_tracked_hunts")]
     pub max_tracked_hunts: u32,
-    /// Behaviour for new hunts once `max_tracked_hunts` is reached (default `pass`).
+    /// Behaviour for new hunts once `max_tracked_hunts` is reached (default `reject`).
     #[serde(default)]
     pub untracked_hunts: UntrackedPolicy,
     /// Behaviour for hunts not listed in `hunts` (default `admit`).
@@ -363,7 +378,13 @@ impl Config {
         };
         let hunter_source = match spec.hunter {
             HunterSourceSpec::Header(name) => {
-                HunterSource::Header(compile_header_name("hunter.header", &name)?)
+                let name = compile_header_name("hunter.header", &name)?;
+                if let HuntSource::Header(hunt_header) = &hunt_source {
+                    if *hunt_header == name {
+                        return Err(field_error("hunter.header", "must differ from hunt.header"));
+                    }
+                }
+                HunterSource::Header(name)
             }
             HunterSourceSpec::Anonymous(true) => HunterSource::Anonymous,
             HunterSourceSpec::Anonymous(false) => {
@@ -571,6 +592,14 @@ fn compile_prefix(prefix: &str) -> Result<Vec<String>, ConfigError> {
     Ok(segments)
 }
 
+/// Headers the filter itself reads or writes, which cannot carry a hunt or hunter id.
+const RESERVED_HEADERS: [&str; 4] = [
+    crate::request::TICKET_HEADER,
+    crate::request::DECISION_HEADER,
+    "cookie",
+    "set-cookie",
+];
+
 fn compile_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     let valid = !name.is_empty()
         && !name.starts_with(':')
@@ -583,5 +612,12 @@ fn compile_header_name(field: &str, name: &str) -> Result<String, ConfigError> {
             "must be a non-empty header name of [A-Za-z0-9-_.]",
         ));
     }
-    Ok(name.to_ascii_lowercase())
+    let name = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(field_error(
+            field,
+            format!("`{name}` is a header the filter itself uses"),
+        ));
+    }
+    Ok(name)
 }

@@ -5,9 +5,11 @@
 
 use crate::config::{Config, Mode, UntrackedPolicy};
 use crate::reply::{self, Reply};
-use crate::request::{classify, Classified, HeaderPair, HuntRequest, Hunter, COOKIE_PREFIX};
+use crate::request::{
+    classify, sends_decision, Classified, HeaderPair, HuntRequest, Hunter, COOKIE_PREFIX,
+};
 use crate::shared_data::{SharedData, StoreError};
-use crate::store::{self, AdmitOutcome, RegistryCache, SlotLookup};
+use crate::store::{self, AdmitOutcome, RegistryCache, SlotLookup, SlotRef};
 use crate::throttle::ThrottleCache;
 use crate::ticket::{needs_renewal, session_expiry_s, TicketError};
 use crate::ticket_cache::TicketCache;
@@ -66,6 +68,8 @@ pub struct Effects {
     pub event: Event,
     /// Set `x-huntgate-decision` to this on the upstream request.
     pub decision: Option<&'static str>,
+    /// Remove the client's own `x-huntgate-decision` (a forwarded request with no decision).
+    pub strip_decision: bool,
     /// Answer locally with this instead of forwarding.
     pub reply: Option<Reply>,
     /// Add this ticket to the response.
@@ -81,6 +85,7 @@ impl Effects {
         Self {
             event,
             decision: None,
+            strip_decision: false,
             reply: None,
             issue: None,
             ticket_refused: None,
@@ -162,19 +167,41 @@ impl Worker {
         &mut self,
         config: &Config,
         shared: &S,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         store::prepare_layout(shared, config.max_tracked_hunts)?;
         let mut listed: Vec<&String> = config.hunts.keys().collect();
         listed.sort();
+        let protection = |hunt: &str| config.hunts.contains_key(hunt);
         for hunt in listed {
-            self.registry
-                .resolve(shared, hunt, config.max_tracked_hunts)?;
+            self.registry.resolve(
+                shared,
+                hunt,
+                config.max_tracked_hunts,
+                &protection,
+                now_ms,
+                self.owner,
+            )?;
         }
         Ok(())
     }
 
     /// Handles one request's headers at `now_ms`. `mint` makes a fresh anonymous session id.
     pub fn handle<S: SharedData, H: HeaderPair>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+        headers: &[H],
+        now_ms: u64,
+        mint: &mut dyn FnMut() -> String,
+    ) -> Effects {
+        let mut effects = self.decide(config, shared, headers, now_ms, mint);
+        effects.strip_decision =
+            effects.decision.is_none() && effects.reply.is_none() && sends_decision(headers);
+        effects
+    }
+
+    fn decide<S: SharedData, H: HeaderPair>(
         &mut self,
         config: &Config,
         shared: &S,
@@ -192,25 +219,32 @@ impl Worker {
             Classified::Hunt(request) => request,
         };
         let ttl_s = config.session_ttl_s;
+        // Every presented ticket is checked, in order; the first valid one counts.
         let mut ticket_refused = None;
         let mut renewal = None;
-        if let Some(ticket) = request.ticket {
+        for ticket in request.tickets.iter() {
             match self
                 .tickets
                 .verify(&config.ticket_keys, ticket, &request.hunt, now_ms, ttl_s)
             {
                 Ok(claims) => match request.hunter {
                     Hunter::Identified(id) if id != claims.hunter => {
-                        ticket_refused = Some(TicketError::OtherHunter)
+                        ticket_refused.get_or_insert(TicketError::OtherHunter);
                     }
                     _ if !needs_renewal(claims.expires_s, now_ms, ttl_s) => {
                         let mut effects = Effects::new(Event::Session);
                         effects.decision = Some(decision::SESSION);
                         return effects;
                     }
-                    _ => renewal = Some(claims.hunter.clone()),
+                    _ => {
+                        renewal = Some(claims.hunter.clone());
+                        ticket_refused = None;
+                        break;
+                    }
                 },
-                Err(e) => ticket_refused = Some(e),
+                Err(e) => {
+                    ticket_refused.get_or_insert(e);
+                }
             }
         }
         let mut effects = self.admit(config, shared, &request, renewal, now_ms, mint);
@@ -240,23 +274,9 @@ impl Worker {
             effects.error = Some(error);
             effects
         };
-        let slot = match self
-            .registry
-            .resolve(shared, hunt, config.max_tracked_hunts)
-        {
-            Ok(SlotLookup::Slot(slot)) => slot,
-            Ok(SlotLookup::Untracked) => {
-                let mut effects = Effects::new(Event::Untracked);
-                match config.untracked {
-                    UntrackedPolicy::Pass => effects.decision = Some(decision::UNTRACKED),
-                    UntrackedPolicy::Reject => {
-                        effects.reply = Some(reply::hunt_capacity(hunt, retry))
-                    }
-                }
-                return effects;
-            }
-            Err(e) => return failed(e),
-        };
+        if let Err(e) = self.throttle.refresh(shared) {
+            return failed(e);
+        }
         let hunter = match (renewal, request.hunter) {
             (Some(hunter), _) => hunter,
             (None, Hunter::Identified(id)) => id.to_string(),
@@ -267,15 +287,38 @@ impl Worker {
         let limit = if renewing {
             None
         } else {
-            if let Err(e) = self.throttle.refresh(shared) {
-                return failed(e);
-            }
             self.throttle
                 .limit(hunt, &request.settings, now_ms, staleness(config))
         };
-        let outcome = match store::admit(shared, slot, key, expires_s, now_ms, limit) {
-            Ok(outcome) => outcome,
-            Err(e) => return failed(e),
+        let mut attempt = 0;
+        let outcome = loop {
+            let slot = match self.slot(config, shared, hunt, now_ms) {
+                Ok(SlotLookup::Slot(slot)) => slot,
+                Ok(SlotLookup::Untracked) if renewing => {
+                    // A ticket holder is never frozen: the session is renewed uncounted.
+                    break AdmitOutcome::AlreadyActive;
+                }
+                Ok(SlotLookup::Untracked) => {
+                    let mut effects = Effects::new(Event::Untracked);
+                    match config.untracked {
+                        UntrackedPolicy::Pass => effects.decision = Some(decision::UNTRACKED),
+                        UntrackedPolicy::Reject => {
+                            effects.reply = Some(reply::hunt_capacity(hunt, retry))
+                        }
+                    }
+                    return effects;
+                }
+                Err(e) => return failed(e),
+            };
+            match store::admit(shared, slot, key, expires_s, now_ms, limit) {
+                Ok(outcome) => break outcome,
+                // The slot went to another hunt: look this hunt up again, once.
+                Err(StoreError::SlotMoved(_)) if attempt == 0 => {
+                    self.registry.forget(hunt);
+                    attempt += 1;
+                }
+                Err(e) => return failed(e),
+            }
         };
         match verdict(request.settings.mode, outcome) {
             Verdict::Admit => {
@@ -323,6 +366,27 @@ impl Worker {
         }
     }
 
+    /// The hunt's slot, registering it (listed hunts: in the configuration or the
+    /// governor's document, which may take over other hunts' slots) if needed.
+    fn slot<S: SharedData>(
+        &mut self,
+        config: &Config,
+        shared: &S,
+        hunt: &str,
+        now_ms: u64,
+    ) -> Result<SlotLookup, StoreError> {
+        let table = self.throttle.table();
+        let listed = |h: &str| config.hunts.contains_key(h) || table.hunts.contains_key(h);
+        self.registry.resolve(
+            shared,
+            hunt,
+            config.max_tracked_hunts,
+            &listed,
+            now_ms,
+            self.owner,
+        )
+    }
+
     /// Runs once per tick on every worker: the lease holder sweeps expired sessions
     /// and reports gauges; the others only refresh their registry view.
     pub fn tick<S: SharedData>(
@@ -340,17 +404,17 @@ impl Worker {
             return Ok(report);
         }
         report.sweeper = true;
-        let mut hunts: Vec<(String, u32)> = self
+        let hunts: Vec<(String, SlotRef)> = self
             .registry
             .hunts()
+            .filter(|(hunt, _)| !hunt.is_empty())
             .map(|(hunt, slot)| (hunt.to_string(), slot))
             .collect();
-        hunts.sort_by_key(|(_, slot)| *slot);
         self.throttle.refresh(shared)?;
         for (hunt, slot) in hunts {
             let (expired, active) = store::sweep_slot(shared, slot, now_ms)?;
             report.expired += expired;
-            if slot < config.max_hunt_metrics {
+            if slot.slot < config.max_hunt_metrics {
                 let settings = config.hunt_settings(&hunt).unwrap_or(config.default_hunt);
                 let limit = self
                     .throttle

@@ -146,10 +146,16 @@ impl Fetcher {
                 },
                 Err(e) => FetchResult::Failed(format!("document refused: {e}")),
             },
-            Some(304) if self.etag.is_some() => match throttle::confirm(shared, now_ms) {
-                Ok(()) => FetchResult::NotModified,
-                Err(e) => FetchResult::Failed(format!("cannot confirm: {e}")),
-            },
+            // A 304 confirms the document in force only for its own ETag.
+            Some(304)
+                if self.etag.is_some() && etag.is_none_or(|e| Some(e) == self.etag.as_deref()) =>
+            {
+                match throttle::confirm(shared, now_ms) {
+                    Ok(()) => FetchResult::NotModified,
+                    Err(e) => FetchResult::Failed(format!("cannot confirm: {e}")),
+                }
+            }
+            Some(304) => FetchResult::Failed("governor answered 304 for another document".into()),
             Some(status) => FetchResult::Failed(format!("governor answered {status}")),
             None => FetchResult::Failed("no response".to_string()),
         };

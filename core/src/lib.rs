@@ -2,7 +2,8 @@
 //! proxy-wasm dependency so it runs and is tested natively and on wasm32.
 //!
 //! - [`config`]: the plugin configuration schema, validation and compiled form;
-//! - [`request`]: request → (hunt, hunter, ticket);
+//! - [`path`]: which hunt a path names, read every way an upstream might;
+//! - [`request`]: request → (hunt, hunter, tickets);
 //! - [`ticket`]: HMAC-signed admission tickets;
 //! - [`ticket_cache`]: a worker's cache of verified tickets (the hot path);
 //! - [`store`]: the exact, CAS-based session count in Envoy shared data;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod fetcher;
 pub mod hunt_id;
+pub mod path;
 pub mod reply;
 pub mod request;
 pub mod shared_data;

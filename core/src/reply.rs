@@ -29,6 +29,7 @@ pub fn refusal(refusal: &Refusal) -> Reply {
     let bad = |reason: &str| json_reply(400, json!({"error": "bad_request", "reason": reason}));
     match refusal {
         Refusal::InvalidHuntId => bad("invalid_hunt_id"),
+        Refusal::AmbiguousHuntPath => bad("ambiguous_hunt_path"),
         Refusal::DuplicateHuntHeader => bad("duplicate_hunt_header"),
         Refusal::DuplicateHunterHeader => bad("duplicate_hunter_header"),
         Refusal::InvalidHunterId => bad("invalid_hunter_id"),

@@ -1,11 +1,12 @@
 //! Request → (hunt, hunter, ticket): which hunt a request belongs to and who asks.
 //!
-//! Paths are canonicalized before matching (percent-decoding, `\` as `/`,
-//! empty, `.` and `..` segments, `;params`, ASCII case of the prefix) so that
-//! no spelling of a hunt path reaches the upstream without admission.
+//! Paths are read every way an upstream might read them ([`crate::path`]), so
+//! that no spelling of a hunt path reaches the upstream without admission and
+//! none is counted against another hunt than the one the upstream serves.
 
 use crate::config::{Config, HuntSettings, HuntSource, HunterSource};
 use crate::hunt_id::normalize_hunt_id;
+use crate::path::{hunt_of_path, PathHunt};
 
 /// Request header carrying an admission ticket, both ways.
 pub const TICKET_HEADER: &str = "x-huntgate-ticket";
@@ -15,12 +16,16 @@ pub const DECISION_HEADER: &str = "x-huntgate-decision";
 pub const COOKIE_PREFIX: &str = "huntgate.";
 /// Longest accepted hunter id, in bytes.
 pub const MAX_HUNTER_ID_LEN: usize = 256;
+/// Tickets checked per request (ticket headers first, then the hunt's cookies).
+pub const MAX_TICKETS: usize = 4;
 
 /// Why a hunt request is refused before admission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// 400: the hunt id is not 1–64 characters of `[A-Za-z0-9._-]`.
     InvalidHuntId,
+    /// 400: readings of the path name different hunts (see [`crate::path`]).
+    AmbiguousHuntPath,
     /// 400: more than one hunt header.
     DuplicateHuntHeader,
     /// 400: more than one hunter header.
@@ -57,8 +62,37 @@ pub struct HuntRequest<'a> {
     pub settings: HuntSettings,
     /// The hunter.
     pub hunter: Hunter<'a>,
-    /// The ticket presented (header first, then cookie), if any.
-    pub ticket: Option<&'a str>,
+    /// The tickets presented (ticket headers first, then the hunt's cookies).
+    pub tickets: Tickets<'a>,
+}
+
+/// Up to [`MAX_TICKETS`] presented tickets, in the order they are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tickets<'a>([Option<&'a str>; MAX_TICKETS]);
+
+impl<'a> Tickets<'a> {
+    /// Tickets from these values, the first [`MAX_TICKETS`] non-empty ones.
+    pub fn from_values(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut tickets = Self::default();
+        let mut slots = tickets.0.iter_mut();
+        for value in values.into_iter().filter(|v| !v.is_empty()) {
+            match slots.next() {
+                Some(slot) => *slot = Some(value),
+                None => break,
+            }
+        }
+        tickets
+    }
+
+    /// The tickets, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.0.iter().flatten().copied()
+    }
+
+    /// Whether no ticket was presented.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
 }
 
 /// The outcome of classifying a request.
@@ -101,29 +135,39 @@ pub fn reads_header(config: &Config, name: &[u8]) -> bool {
         HunterSource::Header(header) => name == header.as_bytes(),
         HunterSource::Anonymous => false,
     };
-    hunt || hunter || name == TICKET_HEADER.as_bytes() || name == b"cookie"
+    hunt || hunter
+        || name == TICKET_HEADER.as_bytes()
+        || name == b"cookie"
+        || name == DECISION_HEADER.as_bytes()
+}
+
+/// Whether the client sent its own `x-huntgate-decision` (which must never reach the upstream).
+pub fn sends_decision<H: HeaderPair>(headers: &[H]) -> bool {
+    headers.iter().any(|h| h.name() == DECISION_HEADER)
 }
 
 /// Classifies a request from its headers (lowercase names, pseudo-headers included).
 pub fn classify<'a, H: HeaderPair>(config: &Config, headers: &'a [H]) -> Classified<'a> {
-    let raw_hunt = match &config.hunt_source {
+    let hunt = match &config.hunt_source {
         HuntSource::PathPrefix(prefix) => {
             let Some(path) = single_header(headers, ":path").ok().flatten() else {
                 return Classified::NotHunt;
             };
-            match hunt_segment_from_path(path, prefix) {
-                Some(segment) => segment,
-                None => return Classified::NotHunt,
+            match hunt_of_path(path, prefix) {
+                PathHunt::Hunt(hunt) => hunt,
+                PathHunt::NotHunt => return Classified::NotHunt,
+                PathHunt::Invalid => return Classified::Refuse(Refusal::InvalidHuntId),
+                PathHunt::Ambiguous => return Classified::Refuse(Refusal::AmbiguousHuntPath),
             }
         }
         HuntSource::Header(name) => match single_header(headers, name) {
-            Ok(Some(value)) => value.trim().to_string(),
+            Ok(Some(value)) => match normalize_hunt_id(value.trim()) {
+                Ok(hunt) => hunt,
+                Err(_) => return Classified::Refuse(Refusal::InvalidHuntId),
+            },
             Ok(None) => return Classified::NotHunt,
             Err(Duplicate) => return Classified::Refuse(Refusal::DuplicateHuntHeader),
         },
-    };
-    let Ok(hunt) = normalize_hunt_id(&raw_hunt) else {
-        return Classified::Refuse(Refusal::InvalidHuntId);
     };
     let Some(settings) = config.hunt_settings(&hunt) else {
         return Classified::Refuse(Refusal::UnknownHunt { hunt });
@@ -137,12 +181,12 @@ pub fn classify<'a, H: HeaderPair>(config: &Config, headers: &'a [H]) -> Classif
             Err(Duplicate) => return Classified::Refuse(Refusal::DuplicateHunterHeader),
         },
     };
-    let ticket = find_ticket(headers, &hunt);
+    let tickets = find_tickets(headers, &hunt);
     Classified::Hunt(HuntRequest {
         hunt,
         settings,
         hunter,
-        ticket,
+        tickets,
     })
 }
 
@@ -172,84 +216,21 @@ fn is_valid_hunter_id(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn find_ticket<'a, H: HeaderPair>(headers: &'a [H], hunt: &str) -> Option<&'a str> {
-    let from_header = headers
+/// The presented tickets: every `x-huntgate-ticket` header, then every
+/// `huntgate.<hunt>` cookie, at most [`MAX_TICKETS`] in all.
+fn find_tickets<'a, H: HeaderPair>(headers: &'a [H], hunt: &str) -> Tickets<'a> {
+    let from_headers = headers
         .iter()
-        .find(|header| header.name() == TICKET_HEADER)
+        .filter(|header| header.name() == TICKET_HEADER)
         .map(|header| header.value().trim());
-    if let Some(ticket) = from_header.filter(|t| !t.is_empty()) {
-        return Some(ticket);
-    }
-    headers
+    let from_cookies = headers
         .iter()
         .filter(|header| header.name() == "cookie")
         .flat_map(|header| header.value().split(';'))
-        .find_map(|pair| {
+        .filter_map(move |pair| {
             let (name, value) = pair.trim().split_once('=')?;
             let name_hunt = name.strip_prefix(COOKIE_PREFIX)?;
-            (name_hunt.eq_ignore_ascii_case(hunt) && !value.is_empty()).then_some(value)
-        })
-}
-
-/// Returns the raw (decoded, not yet validated) hunt segment of a path under `prefix`,
-/// or `None` when the canonical path is not below the prefix.
-pub fn hunt_segment_from_path(path: &str, prefix: &[String]) -> Option<String> {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    let decoded = percent_decode(path.get(..end)?);
-    let mut segments: Vec<&[u8]> = Vec::new();
-    for raw in decoded.split(|b| *b == b'/' || *b == b'\\') {
-        let segment = match raw.iter().position(|b| *b == b';') {
-            Some(cut) => raw.get(..cut)?,
-            None => raw,
-        };
-        match segment {
-            b"" | b"." => {}
-            b".." => {
-                segments.pop();
-            }
-            _ => segments.push(segment),
-        }
-    }
-    if segments.len() <= prefix.len() {
-        return None;
-    }
-    let matches_prefix = prefix
-        .iter()
-        .zip(&segments)
-        .all(|(want, got)| want.as_bytes().eq_ignore_ascii_case(got));
-    if !matches_prefix {
-        return None;
-    }
-    let segment = segments.get(prefix.len())?;
-    Some(String::from_utf8_lossy(segment).into_owned())
-}
-
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays literal.
-fn percent_decode(input: &str) -> Vec<u8> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).and_then(|c| hex_value(*c));
-            let lo = bytes.get(i + 2).and_then(|c| hex_value(*c));
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    out
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+            name_hunt.eq_ignore_ascii_case(hunt).then_some(value)
+        });
+    Tickets::from_values(from_headers.chain(from_cookies))
 }

@@ -21,6 +21,8 @@ pub enum StoreError {
     MissingKey(String),
     /// Compare-and-swap kept failing on this key.
     Contention(String),
+    /// The hunt's slot was given to another hunt (this worker's registry view is stale).
+    SlotMoved(String),
 }
 
 impl fmt::Display for StoreError {
@@ -29,6 +31,7 @@ impl fmt::Display for StoreError {
             StoreError::Host(msg) => write!(f, "host call failed: {msg}"),
             StoreError::MissingKey(key) => write!(f, "shared data key `{key}` is missing"),
             StoreError::Contention(key) => write!(f, "too much contention on `{key}`"),
+            StoreError::SlotMoved(key) => write!(f, "`{key}` now belongs to another hunt"),
         }
     }
 }

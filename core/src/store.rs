@@ -3,16 +3,32 @@
 //!
 //! Layout (all keys under `huntgate/v1/`, created before traffic, never deleted):
 //! - `layout`: u32, how many hunt slots have their keys created;
-//! - `registry`: hunt ids joined by `\n`; the position is the hunt's slot (append-only);
-//! - `count/<slot>`: u32, hunters holding a slot (the admission gate, CAS-updated);
-//! - `shard/<slot>/<k>`: 12-byte records (hunter key u64, expiry second u32), [`SHARDS`] per slot;
-//! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper).
+//! - `registry`: generation u64, then the hunt id of each slot joined by `\n`
+//!   (the line's position is the slot); `registry_gen`: the generation alone,
+//!   so a worker re-reads the registry only when it changed;
+//! - `count/<slot>`: the slot's owner tag u64 (a hash of its hunt id; 0 = never
+//!   used), hunters holding a slot u32 (the admission gate, CAS-updated) and the
+//!   earliest expiry second of its records u32 (0 = unknown);
+//! - `shard/<slot>/<k>`: owner tag u64, then 12-byte records (hunter key u64,
+//!   expiry second u32), [`SHARDS`] per slot;
+//! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper,
+//!   the fetcher, the registrar).
 //!
 //! Protocol: a join first reserves in `count` (checked against the limit), then
 //! inserts its record; if the record was already there it releases the reservation.
 //! The sweeper removes expired records first, then decrements `count`. So `count`
 //! is never below the number of records, and only transiently above it: the limit
 //! can never be exceeded by concurrent joins on different workers.
+//!
+//! Slots are reused: once every slot is taken, a new hunt may take the slot of a
+//! hunt with no session left (or, for a hunt the configuration or the governor
+//! lists, the slot of the unlisted hunt holding the fewest). Every count and shard
+//! value carries its owner's tag and every update checks it, so a worker whose
+//! registry view is stale cannot count into the slot's new hunt: its update fails
+//! with [`StoreError::SlotMoved`] and it looks the hunt up again. Reassignment is
+//! done by one worker at a time (the registrar lease): tag the count (the point
+//! from which the old hunt's updates fail), empty the shards under the new tag,
+//! then rename the slot in the registry.
 
 use sha2::{Digest, Sha256};
 
@@ -24,9 +40,18 @@ pub const SHARDS: u32 = 16;
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// Bytes of one session record.
 const RECORD_BYTES: usize = 12;
+/// Bytes of a count value: owner tag, count, earliest expiry.
+const COUNT_BYTES: usize = 16;
+/// Bytes of a shard's owner tag, before its records.
+const SHARD_TAG_BYTES: usize = 8;
+/// How long the registrar lease lasts (one reassignment takes microseconds).
+const REGISTRAR_LEASE_MS: u64 = 1_000;
+/// A worker that found no slot to reuse for an unlisted hunt does not scan again sooner.
+const RESCAN_AFTER_MS: u64 = 1_000;
 
 const LAYOUT_KEY: &str = "huntgate/v1/layout";
 const REGISTRY_KEY: &str = "huntgate/v1/registry";
+const REGISTRY_GEN_KEY: &str = "huntgate/v1/registry_gen";
 
 fn count_key(slot: u32) -> String {
     format!("huntgate/v1/count/{slot}")
@@ -41,16 +66,26 @@ pub fn lease_key(name: &str) -> String {
     format!("huntgate/v1/lease/{name}")
 }
 
+fn digest64(parts: &[&[u8]]) -> u64 {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update(b"\n");
+        }
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    read_u64_at(&digest, 0)
+}
+
 /// Stable 64-bit key of a hunter within a hunt (the same on every worker and process).
 pub fn hunter_key(hunt: &str, hunter: &str) -> u64 {
-    let digest = Sha256::new()
-        .chain_update(hunt.as_bytes())
-        .chain_update(b"\n")
-        .chain_update(hunter.as_bytes())
-        .finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
-    u64::from_le_bytes(first)
+    digest64(&[hunt.as_bytes(), hunter.as_bytes()])
+}
+
+/// The owner tag of a hunt's slot: never 0 (0 marks a slot never used).
+pub fn hunt_tag(hunt: &str) -> u64 {
+    digest64(&[b"slot", hunt.as_bytes()]).max(1)
 }
 
 /// The little-endian u64 at `at`, or 0 when the bytes are short.
@@ -62,9 +97,9 @@ pub(crate) fn read_u64_at(bytes: &[u8], at: usize) -> u64 {
         .unwrap_or(0)
 }
 
-fn read_u32(bytes: &[u8]) -> u32 {
+fn read_u32_at(bytes: &[u8], at: usize) -> u32 {
     bytes
-        .get(..4)
+        .get(at..at + 4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_le_bytes)
         .unwrap_or(0)
@@ -86,25 +121,27 @@ fn create_if_absent<S: SharedData>(
 pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), StoreError> {
     let prepared = shared
         .get(LAYOUT_KEY)?
-        .map(|(v, _)| read_u32(&v))
+        .map(|(v, _)| read_u32_at(&v, 0))
         .unwrap_or(0);
     if prepared >= slots {
         return Ok(());
     }
     create_if_absent(shared, LAYOUT_KEY, &0u32.to_le_bytes())?;
-    create_if_absent(shared, REGISTRY_KEY, b"")?;
-    create_if_absent(shared, &lease_key("sweeper"), &[0u8; 16])?;
-    create_if_absent(shared, &lease_key("fetcher"), &[0u8; 16])?;
+    create_if_absent(shared, REGISTRY_KEY, &0u64.to_le_bytes())?;
+    create_if_absent(shared, REGISTRY_GEN_KEY, &0u64.to_le_bytes())?;
+    for lease in ["sweeper", "fetcher", "registrar"] {
+        create_if_absent(shared, &lease_key(lease), &[0u8; 16])?;
+    }
     create_if_absent(shared, crate::throttle::THROTTLE_KEY, b"")?;
     create_if_absent(shared, crate::throttle::THROTTLE_META_KEY, &[0u8; 16])?;
     for slot in prepared..slots {
-        create_if_absent(shared, &count_key(slot), &0u32.to_le_bytes())?;
+        create_if_absent(shared, &count_key(slot), &Count::default().encode())?;
         for shard in 0..SHARDS {
-            create_if_absent(shared, &shard_key(slot, shard), b"")?;
+            create_if_absent(shared, &shard_key(slot, shard), &[0u8; SHARD_TAG_BYTES])?;
         }
     }
     cas_update(shared, LAYOUT_KEY, |current| {
-        let now = current.map(read_u32).unwrap_or(0);
+        let now = current.map(|v| read_u32_at(v, 0)).unwrap_or(0);
         Ok((now < slots).then(|| slots.to_le_bytes().to_vec()))
     })?;
     Ok(())
@@ -134,89 +171,378 @@ where
     Err(StoreError::Contention(key.to_string()))
 }
 
+/// A slot's count value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Count {
+    tag: u64,
+    active: u32,
+    /// Lower bound of the earliest record expiry (unix s); 0 = unknown.
+    next_expiry_s: u32,
+}
+
+impl Count {
+    fn decode(bytes: &[u8]) -> Self {
+        Self {
+            tag: read_u64_at(bytes, 0),
+            active: read_u32_at(bytes, 8),
+            next_expiry_s: read_u32_at(bytes, 12),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(COUNT_BYTES);
+        out.extend_from_slice(&self.tag.to_le_bytes());
+        out.extend_from_slice(&self.active.to_le_bytes());
+        out.extend_from_slice(&self.next_expiry_s.to_le_bytes());
+        out
+    }
+
+    /// Whether this count belongs to `tag`; a never-used slot (tag 0) is claimed by it.
+    fn owned_by(&self, tag: u64) -> bool {
+        self.tag == tag || (self.tag == 0 && self.active == 0)
+    }
+
+    fn with_expiry(mut self, expires_s: u32) -> Self {
+        if self.next_expiry_s != 0 {
+            self.next_expiry_s = self.next_expiry_s.min(expires_s);
+        }
+        self
+    }
+}
+
+fn moved(key: &str) -> StoreError {
+    StoreError::SlotMoved(key.to_string())
+}
+
+/// A hunt's place in this Envoy process: its slot and the owner tag every update checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRef {
+    /// The slot index.
+    pub slot: u32,
+    /// The hunt's owner tag ([`hunt_tag`]).
+    pub tag: u64,
+}
+
 /// Where a hunt's sessions live in this Envoy process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotLookup {
     /// The hunt's slot.
-    Slot(u32),
-    /// All `max_tracked_hunts` slots are taken by other hunts.
+    Slot(SlotRef),
+    /// Every slot is held by another hunt that may not give it up now.
     Untracked,
 }
 
-/// A worker's cache of the append-only registry (hunt id → slot).
+/// Whether a hunt may take other hunts' slots: listed in the configuration or by the governor.
+pub trait Protection {
+    /// Whether `hunt` is listed.
+    fn is_listed(&self, hunt: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool> Protection for F {
+    fn is_listed(&self, hunt: &str) -> bool {
+        self(hunt)
+    }
+}
+
+/// A worker's cache of the registry (hunt id → slot).
 #[derive(Debug, Default)]
 pub struct RegistryCache {
     slots: hashbrown::HashMap<String, u32>,
-    known: u32,
+    by_slot: Vec<String>,
+    generation: u64,
+    /// When this worker last scanned for a reusable slot and found none (ms).
+    scan_failed_at_ms: Option<u64>,
+}
+
+/// Lines of a registry value (after its generation).
+fn registry_lines(registry: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = registry.get(8..).unwrap_or_default();
+    let mut lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    // The value ends with `\n`: the last split piece is empty.
+    lines.pop();
+    lines.into_iter()
+}
+
+fn encode_registry(generation: u64, hunts: &[String]) -> Vec<u8> {
+    let mut out = generation.to_le_bytes().to_vec();
+    for hunt in hunts {
+        out.extend_from_slice(hunt.as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 impl RegistryCache {
-    /// Number of hunts known to be registered (the registry only grows).
+    /// Number of slots in use (registered hunts).
     pub fn len(&self) -> u32 {
-        self.known
+        u32::try_from(self.by_slot.len()).unwrap_or(u32::MAX)
     }
 
-    /// Whether no hunt is known.
+    /// Whether no hunt is registered.
     pub fn is_empty(&self) -> bool {
-        self.known == 0
+        self.by_slot.is_empty()
     }
 
-    /// Hunt ids by slot, as far as known.
-    pub fn hunts(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.slots.iter().map(|(hunt, slot)| (hunt.as_str(), *slot))
+    /// Registered hunts and their slots, by slot.
+    pub fn hunts(&self) -> impl Iterator<Item = (&str, SlotRef)> {
+        (0u32..).zip(&self.by_slot).map(|(slot, hunt)| {
+            (
+                hunt.as_str(),
+                SlotRef {
+                    slot,
+                    tag: hunt_tag(hunt),
+                },
+            )
+        })
+    }
+
+    /// Drops what this worker knows of `hunt`'s slot (it moved to another hunt).
+    pub fn forget(&mut self, hunt: &str) {
+        self.slots.remove(hunt);
     }
 
     fn absorb(&mut self, registry: &[u8]) {
-        let ids = registry.split(|b| *b == b'\n').filter(|id| !id.is_empty());
-        for (slot, id) in (0u32..).zip(ids).skip(self.known as usize) {
-            self.slots
-                .insert(String::from_utf8_lossy(id).into_owned(), slot);
-            self.known = slot + 1;
+        let generation = read_u64_at(registry, 0);
+        if generation == self.generation && !self.by_slot.is_empty() {
+            return;
+        }
+        self.generation = generation;
+        self.slots.clear();
+        self.by_slot.clear();
+        for (slot, id) in (0u32..).zip(registry_lines(registry)) {
+            let hunt = String::from_utf8_lossy(id).into_owned();
+            if !hunt.is_empty() {
+                self.slots.insert(hunt.clone(), slot);
+            }
+            self.by_slot.push(hunt);
         }
     }
 
-    /// Re-reads the registry so [`RegistryCache::len`] covers hunts other workers added.
+    /// Re-reads the registry when its generation changed (one 8-byte read otherwise).
     pub fn refresh<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        let generation = shared
+            .get(REGISTRY_GEN_KEY)?
+            .map(|(v, _)| read_u64_at(&v, 0))
+            .unwrap_or(0);
+        if generation == self.generation && generation != 0 {
+            return Ok(());
+        }
         if let Some((registry, _)) = shared.get(REGISTRY_KEY)? {
             self.absorb(&registry);
         }
         Ok(())
     }
 
-    /// Finds the hunt's slot, registering the hunt if there is room under `cap`.
+    /// Finds the hunt's slot, registering the hunt if there is room under `cap`,
+    /// else reusing a slot (see the module documentation).
     pub fn resolve<S: SharedData>(
         &mut self,
         shared: &S,
         hunt: &str,
         cap: u32,
+        listed: &dyn Protection,
+        now_ms: u64,
+        owner: u64,
     ) -> Result<SlotLookup, StoreError> {
+        let tag = hunt_tag(hunt);
         if let Some(slot) = self.slots.get(hunt) {
-            return Ok(SlotLookup::Slot(*slot));
+            return Ok(SlotLookup::Slot(SlotRef { slot: *slot, tag }));
         }
-        let mut outcome = SlotLookup::Untracked;
+        let mut outcome = None;
+        let mut generation = 0;
         cas_update(shared, REGISTRY_KEY, |current| {
             let registry = current.unwrap_or_default();
             self.absorb(registry);
             if let Some(slot) = self.slots.get(hunt) {
-                outcome = SlotLookup::Slot(*slot);
+                outcome = Some(*slot);
                 return Ok(None);
             }
-            if self.known >= cap {
-                outcome = SlotLookup::Untracked;
+            if self.len() >= cap {
+                outcome = None;
                 return Ok(None);
             }
-            outcome = SlotLookup::Slot(self.known);
-            let mut next = registry.to_vec();
+            let slot = self.len();
+            outcome = Some(slot);
+            generation = self.generation.wrapping_add(1).max(1);
+            let mut next = generation.to_le_bytes().to_vec();
+            next.extend_from_slice(registry.get(8..).unwrap_or_default());
             next.extend_from_slice(hunt.as_bytes());
             next.push(b'\n');
             Ok(Some(next))
         })?;
-        if let SlotLookup::Slot(slot) = outcome {
-            self.slots.insert(hunt.to_string(), slot);
-            self.known = self.known.max(slot + 1);
+        if generation != 0 {
+            shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
         }
-        Ok(outcome)
+        if let Some(slot) = outcome {
+            self.slots.insert(hunt.to_string(), slot);
+            return Ok(SlotLookup::Slot(SlotRef { slot, tag }));
+        }
+        self.reuse(shared, hunt, listed, now_ms, owner)
     }
+
+    /// Every slot is registered: take one over, as the registrar.
+    fn reuse<S: SharedData>(
+        &mut self,
+        shared: &S,
+        hunt: &str,
+        listed: &dyn Protection,
+        now_ms: u64,
+        owner: u64,
+    ) -> Result<SlotLookup, StoreError> {
+        let protected = listed.is_listed(hunt);
+        let recently_failed = self
+            .scan_failed_at_ms
+            .is_some_and(|at| now_ms < at + RESCAN_AFTER_MS);
+        if !protected && recently_failed {
+            return Ok(SlotLookup::Untracked);
+        }
+        if !acquire_lease(shared, "registrar", owner, now_ms, REGISTRAR_LEASE_MS)? {
+            return Ok(SlotLookup::Untracked);
+        }
+        let result = self.reuse_as_registrar(shared, hunt, protected, listed);
+        release_lease(shared, "registrar", owner)?;
+        let lookup = result?;
+        if lookup == SlotLookup::Untracked && !protected {
+            self.scan_failed_at_ms = Some(now_ms);
+        }
+        Ok(lookup)
+    }
+
+    fn reuse_as_registrar<S: SharedData>(
+        &mut self,
+        shared: &S,
+        hunt: &str,
+        protected: bool,
+        listed: &dyn Protection,
+    ) -> Result<SlotLookup, StoreError> {
+        let tag = hunt_tag(hunt);
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            self.refresh_now(shared)?;
+            if let Some(slot) = self.slots.get(hunt) {
+                return Ok(SlotLookup::Slot(SlotRef { slot: *slot, tag }));
+            }
+            let Some(victim) = self.pick_victim(shared, protected, listed)? else {
+                return Ok(SlotLookup::Untracked);
+            };
+            // Tag the count: from here the old hunt's updates fail.
+            let mut taken = false;
+            cas_update(shared, &count_key(victim.slot), |current| {
+                let count = Count::decode(current.unwrap_or_default());
+                taken = count.tag == victim.tag && (victim.evict || count.active == 0);
+                Ok(taken.then(|| {
+                    Count {
+                        tag,
+                        active: 0,
+                        next_expiry_s: 0,
+                    }
+                    .encode()
+                }))
+            })?;
+            if !taken {
+                continue;
+            }
+            for shard in 0..SHARDS {
+                shared.set(&shard_key(victim.slot, shard), &tag.to_le_bytes(), 0)?;
+            }
+            self.rename(shared, victim.slot, hunt)?;
+            self.slots.insert(hunt.to_string(), victim.slot);
+            return Ok(SlotLookup::Slot(SlotRef {
+                slot: victim.slot,
+                tag,
+            }));
+        }
+        Err(StoreError::Contention(REGISTRY_KEY.to_string()))
+    }
+
+    fn refresh_now<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        if let Some((registry, _)) = shared.get(REGISTRY_KEY)? {
+            self.absorb(&registry);
+        }
+        Ok(())
+    }
+
+    /// A slot to take over: the first whose hunt holds no session (a listed hunt's
+    /// only for a listed hunt); failing that, for a listed hunt, the unlisted hunt's
+    /// slot with the fewest sessions.
+    fn pick_victim<S: SharedData>(
+        &self,
+        shared: &S,
+        protected: bool,
+        listed: &dyn Protection,
+    ) -> Result<Option<Victim>, StoreError> {
+        let mut fewest: Option<(u32, Victim)> = None;
+        for (slot, owner) in (0u32..).zip(&self.by_slot) {
+            let owner_listed = listed.is_listed(owner);
+            if owner_listed && !protected {
+                continue;
+            }
+            let Some((value, _)) = shared.get(&count_key(slot))? else {
+                continue;
+            };
+            let count = Count::decode(&value);
+            // The CAS that takes the slot expects the tag seen here.
+            let tag = count.tag;
+            if count.active == 0 {
+                return Ok(Some(Victim {
+                    slot,
+                    tag,
+                    evict: false,
+                }));
+            }
+            if protected && !owner_listed && fewest.is_none_or(|(n, _)| count.active < n) {
+                fewest = Some((
+                    count.active,
+                    Victim {
+                        slot,
+                        tag,
+                        evict: true,
+                    },
+                ));
+            }
+        }
+        Ok(fewest.map(|(_, victim)| victim))
+    }
+
+    /// Names `hunt` as the owner of `slot` in the registry (the registrar only).
+    fn rename<S: SharedData>(
+        &mut self,
+        shared: &S,
+        slot: u32,
+        hunt: &str,
+    ) -> Result<(), StoreError> {
+        let mut generation = 0;
+        cas_update(shared, REGISTRY_KEY, |current| {
+            let registry = current.unwrap_or_default();
+            let mut hunts: Vec<String> = registry_lines(registry)
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+                .collect();
+            // Another registration of this hunt cannot happen while the registry is
+            // full (appends need room, reuses need the registrar lease), but if the
+            // hunt is listed elsewhere, that listing goes.
+            for other in hunts.iter_mut() {
+                if other == hunt {
+                    other.clear();
+                }
+            }
+            let Some(line) = hunts.get_mut(slot as usize) else {
+                return Ok(None);
+            };
+            *line = hunt.to_string();
+            generation = read_u64_at(registry, 0).wrapping_add(1).max(1);
+            Ok(Some(encode_registry(generation, &hunts)))
+        })?;
+        shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
+        Ok(())
+    }
+}
+
+/// A slot chosen for reuse, with the tag its count must still have.
+#[derive(Debug, Clone, Copy)]
+struct Victim {
+    slot: u32,
+    tag: u64,
+    /// Take it even with sessions (a listed hunt displacing an unlisted one).
+    evict: bool,
 }
 
 /// Result of admitting a hunter into a hunt's slot.
@@ -236,21 +562,30 @@ pub enum AdmitOutcome {
     },
 }
 
-fn find_record(shard: &[u8], key: u64) -> Option<usize> {
-    shard
+/// The records of a shard value owned by `tag` (a never-used shard counts as empty).
+fn shard_records(value: &[u8], tag: u64) -> Option<&[u8]> {
+    let owner = read_u64_at(value, 0);
+    if owner != tag && owner != 0 {
+        return None;
+    }
+    Some(value.get(SHARD_TAG_BYTES..).unwrap_or_default())
+}
+
+fn find_record(records: &[u8], key: u64) -> Option<usize> {
+    records
         .chunks_exact(RECORD_BYTES)
         .position(|record| record.get(..8) == Some(&key.to_le_bytes()[..]))
         .map(|index| index * RECORD_BYTES)
 }
 
-fn record_expiry(shard: &[u8], offset: usize) -> u32 {
-    shard.get(offset + 8..).map(read_u32).unwrap_or(0)
+fn record_expiry(records: &[u8], offset: usize) -> u32 {
+    read_u32_at(records, offset + 8)
 }
 
 /// Moves the record at `offset` to expire no earlier than `expires_s`.
-fn extend_record(shard: &mut [u8], offset: usize, expires_s: u32) {
-    let expiry = record_expiry(shard, offset).max(expires_s);
-    if let Some(field) = shard.get_mut(offset + 8..offset + RECORD_BYTES) {
+fn extend_record(records: &mut [u8], offset: usize, expires_s: u32) {
+    let expiry = record_expiry(records, offset).max(expires_s);
+    if let Some(field) = records.get_mut(offset + 8..offset + RECORD_BYTES) {
         field.copy_from_slice(&expiry.to_le_bytes());
     }
 }
@@ -259,24 +594,34 @@ fn is_live(expires_s: u32, now_ms: u64) -> bool {
     u64::from(expires_s) * 1000 > now_ms
 }
 
+fn shard_value(tag: u64, records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SHARD_TAG_BYTES + records.len() + RECORD_BYTES);
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(records);
+    out
+}
+
 /// Admits `key` into `slot` until `expires_s`. With `limit: None` the session is
-/// (re)created whatever the count (renewal of a valid ticket).
+/// (re)created whatever the count (renewal of a valid ticket). Fails with
+/// [`StoreError::SlotMoved`] when the slot now belongs to another hunt.
 pub fn admit<S: SharedData>(
     shared: &S,
-    slot: u32,
+    slot: SlotRef,
     key: u64,
     expires_s: u32,
     now_ms: u64,
     limit: Option<u32>,
 ) -> Result<AdmitOutcome, StoreError> {
-    let shard = shard_key(slot, (key % u64::from(SHARDS)) as u32);
+    let shard = shard_key(slot.slot, (key % u64::from(SHARDS)) as u32);
     // A live session is only extended: it already holds its slot.
     let extended = cas_update(shared, &shard, |current| {
-        let mut records = current.unwrap_or_default().to_vec();
-        match find_record(&records, key) {
-            Some(at) if is_live(record_expiry(&records, at), now_ms) => {
-                extend_record(&mut records, at, expires_s);
-                Ok(Some(records))
+        let value = current.unwrap_or_default();
+        let records = shard_records(value, slot.tag).ok_or_else(|| moved(&shard))?;
+        match find_record(records, key) {
+            Some(at) if is_live(record_expiry(records, at), now_ms) => {
+                let mut next = records.to_vec();
+                extend_record(&mut next, at, expires_s);
+                Ok(Some(shard_value(slot.tag, &next)))
             }
             _ => Ok(None),
         }
@@ -284,40 +629,53 @@ pub fn admit<S: SharedData>(
     if extended {
         return Ok(AdmitOutcome::AlreadyActive);
     }
-    let counter = count_key(slot);
+    let counter = count_key(slot.slot);
     let mut active = 0;
     let mut full = false;
     cas_update(shared, &counter, |current| {
-        active = current.map(read_u32).unwrap_or(0);
+        let count = Count::decode(current.unwrap_or_default());
+        if !count.owned_by(slot.tag) {
+            return Err(moved(&counter));
+        }
+        active = count.active;
         full = limit.is_some_and(|limit| active >= limit);
         if full {
             return Ok(None);
         }
         active = active.saturating_add(1);
-        Ok(Some(active.to_le_bytes().to_vec()))
+        let next = Count {
+            tag: slot.tag,
+            active,
+            ..count.with_expiry(expires_s)
+        };
+        Ok(Some(next.encode()))
     })?;
     if full {
         return Ok(AdmitOutcome::Full { active });
     }
     let mut existed = false;
     let inserted = cas_update(shared, &shard, |current| {
-        let mut records = current.unwrap_or_default().to_vec();
+        let value = current.unwrap_or_default();
+        let records = shard_records(value, slot.tag).ok_or_else(|| moved(&shard))?;
         existed = false;
-        match find_record(&records, key) {
+        match find_record(records, key) {
             Some(at) => {
                 existed = true;
-                extend_record(&mut records, at, expires_s);
+                let mut next = records.to_vec();
+                extend_record(&mut next, at, expires_s);
+                Ok(Some(shard_value(slot.tag, &next)))
             }
             None => {
-                records.extend_from_slice(&key.to_le_bytes());
-                records.extend_from_slice(&expires_s.to_le_bytes());
+                let mut next = shard_value(slot.tag, records);
+                next.extend_from_slice(&key.to_le_bytes());
+                next.extend_from_slice(&expires_s.to_le_bytes());
+                Ok(Some(next))
             }
         }
-        Ok(Some(records))
     });
     if existed || inserted.is_err() {
         // Give the reservation back: the record was already counted, or never written.
-        release(shared, &counter, 1)?;
+        release(shared, slot, 1, None)?;
         active = active.saturating_sub(1);
     }
     inserted?;
@@ -327,56 +685,111 @@ pub fn admit<S: SharedData>(
     Ok(AdmitOutcome::Admitted { active })
 }
 
-fn release<S: SharedData>(shared: &S, counter: &str, n: u32) -> Result<u32, StoreError> {
+/// Takes `n` off the slot's count, if the slot is still the hunt's; with
+/// `next_expiry_s`, also records the earliest expiry left. Returns the count left.
+fn release<S: SharedData>(
+    shared: &S,
+    slot: SlotRef,
+    n: u32,
+    next_expiry_s: Option<(u32, u32)>,
+) -> Result<u32, StoreError> {
     let mut left = 0;
-    cas_update(shared, counter, |current| {
-        left = current.map(read_u32).unwrap_or(0).saturating_sub(n);
-        Ok(Some(left.to_le_bytes().to_vec()))
+    cas_update(shared, &count_key(slot.slot), |current| {
+        let count = Count::decode(current.unwrap_or_default());
+        if count.tag != slot.tag {
+            // The slot went to another hunt, which starts from an empty count.
+            left = 0;
+            return Ok(None);
+        }
+        left = count.active.saturating_sub(n);
+        let next_expiry_s = match next_expiry_s {
+            // Reservations without a record yet (joins in flight): not known.
+            Some((kept, _)) if left > kept => 0,
+            Some((_, earliest)) => earliest,
+            None => count.next_expiry_s,
+        };
+        Ok(Some(
+            Count {
+                tag: slot.tag,
+                active: left,
+                next_expiry_s,
+            }
+            .encode(),
+        ))
     })?;
     Ok(left)
 }
 
-/// Hunters holding a slot in `slot` (expired sessions count until swept).
-pub fn active_count<S: SharedData>(shared: &S, slot: u32) -> Result<u32, StoreError> {
-    Ok(shared
-        .get(&count_key(slot))?
-        .map(|(v, _)| read_u32(&v))
-        .unwrap_or(0))
+/// Hunters holding a slot in `slot` (expired sessions count until swept); 0 when
+/// the slot belongs to another hunt.
+pub fn active_count<S: SharedData>(shared: &S, slot: SlotRef) -> Result<u32, StoreError> {
+    let count = shared
+        .get(&count_key(slot.slot))?
+        .map(|(v, _)| Count::decode(&v))
+        .unwrap_or_default();
+    Ok(if count.tag == slot.tag {
+        count.active
+    } else {
+        0
+    })
 }
 
 /// Removes the expired sessions of one slot; returns (sessions removed, active after).
+/// Reads only the count when no record of the slot can have expired yet.
 pub fn sweep_slot<S: SharedData>(
     shared: &S,
-    slot: u32,
+    slot: SlotRef,
     now_ms: u64,
 ) -> Result<(u32, u32), StoreError> {
-    let counter = count_key(slot);
-    let active = active_count(shared, slot)?;
-    if active == 0 {
+    let count = shared
+        .get(&count_key(slot.slot))?
+        .map(|(v, _)| Count::decode(&v))
+        .unwrap_or_default();
+    if count.tag != slot.tag || count.active == 0 {
         return Ok((0, 0));
     }
+    if count.next_expiry_s != 0 && is_live(count.next_expiry_s, now_ms) {
+        return Ok((0, count.active));
+    }
     let mut removed_total = 0u32;
+    let mut kept_total = 0u32;
+    let mut earliest = u32::MAX;
     for shard in 0..SHARDS {
+        let key = shard_key(slot.slot, shard);
         let mut removed = 0u32;
-        cas_update(shared, &shard_key(slot, shard), |current| {
-            let records = current.unwrap_or_default();
-            let mut kept = Vec::with_capacity(records.len());
-            removed = 0;
+        let mut kept = 0u32;
+        let mut shard_earliest = u32::MAX;
+        let owned = cas_update(shared, &key, |current| {
+            let value = current.unwrap_or_default();
+            let Some(records) = shard_records(value, slot.tag) else {
+                return Err(moved(&key));
+            };
+            let mut next = Vec::with_capacity(value.len());
+            next.extend_from_slice(&slot.tag.to_le_bytes());
+            (removed, kept, shard_earliest) = (0, 0, u32::MAX);
             for record in records.chunks_exact(RECORD_BYTES) {
-                if is_live(record.get(8..).map(read_u32).unwrap_or(0), now_ms) {
-                    kept.extend_from_slice(record);
+                let expiry = read_u32_at(record, 8);
+                if is_live(expiry, now_ms) {
+                    next.extend_from_slice(record);
+                    kept += 1;
+                    shard_earliest = shard_earliest.min(expiry);
                 } else {
                     removed += 1;
                 }
             }
-            Ok((removed > 0).then_some(kept))
-        })?;
+            Ok((removed > 0).then_some(next))
+        });
+        match owned {
+            Ok(_) => {}
+            // The slot was taken over meanwhile: nothing of this hunt is left to sweep.
+            Err(StoreError::SlotMoved(_)) => return Ok((removed_total, 0)),
+            Err(e) => return Err(e),
+        }
         removed_total += removed;
+        kept_total += kept;
+        earliest = earliest.min(shard_earliest);
     }
-    if removed_total == 0 {
-        return Ok((0, active));
-    }
-    let left = release(shared, &counter, removed_total)?;
+    let left = release(shared, slot, removed_total, Some((kept_total, earliest)))?;
     Ok((removed_total, left))
 }
 
@@ -403,7 +816,19 @@ pub fn acquire_lease<S: SharedData>(
     Ok(shared.set(&key, &next, cas)? == SetOutcome::Written)
 }
 
-/// Bytes of shared data a slot uses for `active` hunters (records plus the counter).
+/// Gives the lease `name` up, if `owner` holds it.
+pub fn release_lease<S: SharedData>(shared: &S, name: &str, owner: u64) -> Result<(), StoreError> {
+    let key = lease_key(name);
+    let Some((value, cas)) = shared.get(&key)? else {
+        return Err(StoreError::MissingKey(key));
+    };
+    if read_u64_at(&value, 0) == owner {
+        shared.set(&key, &[0u8; 16], cas)?;
+    }
+    Ok(())
+}
+
+/// Bytes of shared data a slot uses for `active` hunters (records, shard tags, count).
 pub fn slot_bytes(active: u32) -> usize {
-    active as usize * RECORD_BYTES + 4
+    active as usize * RECORD_BYTES + SHARDS as usize * SHARD_TAG_BYTES + COUNT_BYTES
 }

@@ -6,7 +6,8 @@
 use hashbrown::HashMap;
 use serde::Deserialize;
 
-use crate::config::HuntSettings;
+use crate::config::{HuntSettings, MAX_HUNTERS_LIMIT};
+use crate::hunt_id::normalize_hunt_id;
 use crate::shared_data::{SharedData, StoreError};
 
 /// Shared-data key of the throttle document.
@@ -58,19 +59,38 @@ impl Default for ThrottleTable {
 }
 
 impl ThrottleTable {
-    /// Parses and validates a document; ratios must be finite and within [0, 1].
+    /// Parses and validates a document: ratios finite and within [0, 1],
+    /// `max_hunters` within the filter's own bound, hunt ids valid; hunt ids are
+    /// case-insensitive (stored lowercase, a hunt listed twice is refused).
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() > MAX_THROTTLE_BYTES {
             return Err(format!("throttle document over {MAX_THROTTLE_BYTES} bytes"));
         }
-        let table: ThrottleTable = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut table: ThrottleTable = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let valid = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
         if !valid(table.default_ratio) {
             return Err("default_ratio must be within [0, 1]".to_string());
         }
-        if let Some((hunt, _)) = table.hunts.iter().find(|(_, t)| !valid(t.ratio)) {
-            return Err(format!("hunts.{hunt}.ratio must be within [0, 1]"));
+        let mut hunts = HashMap::with_capacity(table.hunts.len());
+        for (raw, entry) in table.hunts.drain() {
+            let shown = crate::config::truncated(&raw);
+            let hunt = normalize_hunt_id(&raw)
+                .map_err(|_| format!("hunts.{shown}: not a valid hunt id"))?;
+            if !valid(entry.ratio) {
+                return Err(format!("hunts.{shown}.ratio must be within [0, 1]"));
+            }
+            if entry.max_hunters.is_some_and(|m| m > MAX_HUNTERS_LIMIT) {
+                return Err(format!(
+                    "hunts.{shown}.max_hunters must be at most {MAX_HUNTERS_LIMIT}"
+                ));
+            }
+            if hunts.insert(hunt, entry).is_some() {
+                return Err(format!(
+                    "hunts.{shown}: listed twice (hunt ids are case-insensitive)"
+                ));
+            }
         }
+        table.hunts = hunts;
         Ok(table)
     }
 

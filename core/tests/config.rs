@@ -94,6 +94,23 @@ fn each_bad_field_is_named() {
             r#"{"ticket_secrets":["0123456789abcdef"],"reject":{"status":99}}"#,
             "reject.status",
         ),
+        // Issue 9 #5: a hunter header that is the hunt header or one the filter uses.
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-id"},"hunter":{"header":"X-Id"}}"#,
+            "hunter.header",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"x-huntgate-ticket"}}"#,
+            "hunter.header",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"cookie"}}"#,
+            "hunter.header",
+        ),
+        (
+            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-huntgate-decision"}}"#,
+            "hunt.header",
+        ),
         (
             r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"anonymous":false}}"#,
             "hunter.anonymous",
@@ -139,5 +156,34 @@ fn missing_secrets_and_garbage_are_refused() {
     assert_eq!(
         refused(r#"{"ticket_secrets":["0123456789abcdef"]} x"#).0,
         "."
+    );
+}
+
+#[test]
+fn governor_documents_are_held_to_the_filters_own_bounds() {
+    use huntgate_core::config::HuntSettings;
+    use huntgate_core::throttle::ThrottleTable;
+    // Issue 9 #5: max_hunters up to u32::MAX was accepted; hunt keys were case-sensitive.
+    let too_many = br#"{"hunts":{"h1":{"ratio":1.0,"max_hunters":10000001}}}"#;
+    let err = ThrottleTable::decode(too_many).unwrap_err();
+    assert!(err.contains("hunts.h1.max_hunters"), "{err}");
+    let table = ThrottleTable::decode(br#"{"hunts":{"H1":{"ratio":0.5}}}"#).unwrap();
+    let settings = HuntSettings {
+        max_hunters: 10,
+        mode: huntgate_core::config::Mode::Enforce,
+    };
+    assert_eq!(table.limit("h1", &settings), 5);
+    let twice = br#"{"hunts":{"H1":{"ratio":0.5},"h1":{"ratio":0.1}}}"#;
+    assert!(ThrottleTable::decode(twice).unwrap_err().contains("twice"));
+    let bad_id = br#"{"hunts":{"a b":{"ratio":0.5}}}"#;
+    assert!(ThrottleTable::decode(bad_id).is_err());
+}
+
+#[test]
+fn the_untracked_default_refuses_what_it_cannot_count() {
+    let config = Config::from_json(br#"{"ticket_secrets":["0123456789abcdef"]}"#).unwrap();
+    assert_eq!(
+        config.untracked,
+        huntgate_core::config::UntrackedPolicy::Reject
     );
 }

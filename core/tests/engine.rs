@@ -35,7 +35,7 @@ impl Proxy {
         let shared = MemorySharedData::default();
         let mut workers = vec![Worker::new(1), Worker::new(2)];
         for w in &mut workers {
-            w.configure(&config, &shared).unwrap();
+            w.configure(&config, &shared, NOW).unwrap();
         }
         Self {
             config,
@@ -49,7 +49,7 @@ impl Proxy {
         let fresh = Proxy::new(extra);
         self.config = fresh.config;
         for w in &mut self.workers {
-            w.configure(&self.config, &self.shared).unwrap();
+            w.configure(&self.config, &self.shared, NOW).unwrap();
         }
     }
 
@@ -274,14 +274,15 @@ fn anonymous_sessions_are_minted_and_sticky() {
 
 #[test]
 fn past_the_tracked_hunt_cap_new_hunts_follow_the_untracked_policy() {
-    let mut p = Proxy::new(r#","max_tracked_hunts":1"#);
+    let mut p = Proxy::new(r#","max_tracked_hunts":1,"untracked_hunts":"pass""#);
     assert_eq!(p.join(0, "a").event, Event::Admitted);
     let e = p.send(0, "/hunts/h2/join", Some("a"), None, NOW);
     assert_eq!(
         (e.event, e.decision),
         (Event::Untracked, Some(decision::UNTRACKED))
     );
-    let mut strict = Proxy::new(r#","max_tracked_hunts":1,"untracked_hunts":"reject""#);
+    // The default refuses what it cannot count.
+    let mut strict = Proxy::new(r#","max_tracked_hunts":1"#);
     strict.join(0, "a");
     let e = strict.send(0, "/hunts/h2/join", Some("a"), None, NOW);
     assert_eq!(e.reply.unwrap().status, 503);
@@ -293,4 +294,155 @@ fn requests_outside_hunts_pass_untouched() {
     let e = p.send(0, "/static/app.js", None, None, NOW);
     assert_eq!(e.event, Event::NotHunt);
     assert!(e.decision.is_none() && e.reply.is_none());
+}
+
+/// Fills every slot with junk hunts, one session each, by one hunter.
+fn fill_registry_with_junk(p: &mut Proxy, slots: usize) {
+    for i in 0..slots + 6 {
+        p.send(i, &format!("/hunts/junk{i}/x"), Some("mallory"), None, NOW);
+    }
+}
+
+fn admitted_of(p: &mut Proxy, hunt: &str, joiners: usize, now: u64) -> usize {
+    (0..joiners)
+        .filter(|i| {
+            let e = p.send(
+                *i,
+                &format!("/hunts/{hunt}/join"),
+                Some(&format!("p{i}")),
+                None,
+                now,
+            );
+            e.event == Event::Admitted
+        })
+        .count()
+}
+
+#[test]
+fn registry_exhaustion_never_makes_a_new_hunt_unlimited() {
+    // Issue 9 #3: 1,030 junk hunts filled the registry, then a new hunt with
+    // max 3 admitted 10 of 10 uncounted, until Envoy restarted.
+    let mut p = Proxy::new(r#","max_tracked_hunts":8,"max_hunters":3"#);
+    fill_registry_with_junk(&mut p, 8);
+    // While the junk sessions live, the new hunt cannot be counted: refused, not passed.
+    let e = p.send(0, "/hunts/launch/join", Some("p0"), None, NOW + 1);
+    assert_eq!(
+        (e.event, e.reply.map(|r| r.status)),
+        (Event::Untracked, Some(503))
+    );
+    // Once they expired, their slots are reused and the new hunt is enforced.
+    let later = NOW + 11_000;
+    p.workers[0].tick(&p.config, &p.shared, later).unwrap();
+    assert_eq!(admitted_of(&mut p, "launch", 10, later), 3);
+}
+
+#[test]
+fn a_hunt_the_governor_lists_takes_a_slot_even_from_live_junk() {
+    let mut p = Proxy::new(r#","max_tracked_hunts":8,"max_hunters":3"#);
+    fill_registry_with_junk(&mut p, 8);
+    publish(
+        &p.shared,
+        br#"{"version":1,"hunts":{"Launch":{"ratio":1.0}}}"#,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(admitted_of(&mut p, "launch", 10, NOW + 1), 3);
+    // The evicted junk hunt's ticket holder keeps playing (renewed, uncounted).
+    let report = p.workers[0].tick(&p.config, &p.shared, NOW + 2).unwrap();
+    assert!(report
+        .gauges
+        .iter()
+        .any(|g| g.hunt == "launch" && g.active == 3));
+}
+
+#[test]
+fn a_reused_slot_starts_empty_and_stale_workers_cannot_count_into_it() {
+    let mut p = Proxy::new(r#","max_tracked_hunts":1,"max_hunters":2"#);
+    // Worker 1 learns old -> slot 0.
+    let old = p.send(1, "/hunts/old/join", Some("a"), None, NOW);
+    assert_eq!(old.event, Event::Admitted);
+    // The session expires; worker 0 sweeps and gives the slot to `new`.
+    let later = NOW + 11_000;
+    p.workers[0].tick(&p.config, &p.shared, later).unwrap();
+    assert_eq!(admitted_of(&mut p, "new", 1, later), 1);
+    // Worker 1 still believes `old` owns slot 0: its join must not count into `new`.
+    let e = p.send(1, "/hunts/old/join", Some("b"), None, later);
+    assert_eq!(e.event, Event::Untracked);
+    let report = p.workers[0].tick(&p.config, &p.shared, later + 1).unwrap();
+    let new = report.gauges.iter().find(|g| g.hunt == "new").unwrap();
+    assert_eq!(new.active, 1, "only new's own session counts");
+    // And `new` still admits exactly up to its limit of 2 (p0 re-joins, p1 is new).
+    assert_eq!(admitted_of(&mut p, "new", 5, later + 2), 2);
+    let report = p.workers[0].tick(&p.config, &p.shared, later + 3).unwrap();
+    assert_eq!(report.gauges[0].active, 2);
+}
+
+#[test]
+fn a_ticket_holder_of_an_evicted_hunt_keeps_playing() {
+    let mut p = Proxy::new(r#","max_tracked_hunts":1,"max_hunters":3"#);
+    let ticket = ticket_of(&p.join(0, "alice"));
+    publish(
+        &p.shared,
+        br#"{"version":1,"hunts":{"vip":{"ratio":1.0}}}"#,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(admitted_of(&mut p, "vip", 1, NOW + 1), 1);
+    // alice's renewal finds no slot for h1: renewed uncounted, never refused.
+    let e = p.send(
+        1,
+        "/hunts/h1/move",
+        Some("alice"),
+        Some(&ticket),
+        NOW + 9_000,
+    );
+    assert_eq!(
+        (e.event, e.decision),
+        (Event::Renewed, Some(decision::SESSION))
+    );
+}
+
+#[test]
+fn an_invalid_ticket_does_not_hide_a_valid_one() {
+    // Issue 9 #4: only the first ticket was checked.
+    let mut p = Proxy::new(r#","max_hunters":1"#);
+    let valid = ticket_of(&p.join(0, "alice"));
+    let expired = {
+        let mut q = Proxy::new(r#","max_hunters":1"#);
+        ticket_of(&q.send(0, "/hunts/h1/join", Some("alice"), None, NOW - 20_000))
+    };
+    let headers = [
+        (":path", "/hunts/h1/move".to_string()),
+        ("x-veltrix-hunter", "alice".to_string()),
+        ("x-huntgate-ticket", expired.clone()),
+        ("x-huntgate-ticket", valid.clone()),
+    ];
+    let e = p.workers[1].handle(&p.config, &p.shared, &headers, NOW + 1, &mut String::new);
+    assert_eq!((e.event, e.ticket_refused), (Event::Session, None));
+    let cookies = [
+        (":path", "/hunts/h1/move".to_string()),
+        ("x-veltrix-hunter", "alice".to_string()),
+        (
+            "cookie",
+            format!("huntgate.h1={expired}; huntgate.h1={valid}"),
+        ),
+    ];
+    let e = p.workers[0].handle(&p.config, &p.shared, &cookies, NOW + 1, &mut String::new);
+    assert_eq!(e.event, Event::Session);
+}
+
+#[test]
+fn a_client_sent_decision_header_is_stripped_from_every_forwarded_request() {
+    // Issue 9 #2: `/other` with `x-huntgate-decision: admitted` reached the upstream.
+    let mut p = Proxy::new(r#","max_tracked_hunts":1,"untracked_hunts":"pass""#);
+    let forged = [
+        (":path", "/other".to_string()),
+        ("x-huntgate-decision", "admitted".to_string()),
+    ];
+    let e = p.workers[0].handle(&p.config, &p.shared, &forged, NOW, &mut String::new);
+    assert_eq!(e.event, Event::NotHunt);
+    assert!(e.strip_decision && e.decision.is_none());
+    let plain = [(":path", "/other".to_string())];
+    let e = p.workers[0].handle(&p.config, &p.shared, &plain, NOW, &mut String::new);
+    assert!(!e.strip_decision, "no header, nothing to remove");
 }

@@ -213,3 +213,27 @@ fn governor_fields_are_validated_by_name() {
         assert_eq!(err.field, field, "{extra}");
     }
 }
+
+#[test]
+fn a_304_with_another_etag_is_not_taken_as_unchanged() {
+    // Issue 9 #5: a 304 with an unrelated ETag confirmed the document in force.
+    let c = config(r#","max_stale_s":5"#);
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW);
+    f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
+    f.poll(feed, NOW + 1_000);
+    assert!(matches!(
+        f.on_response(feed, &shared, NOW + 1_000, Some(304), Some("\"8\""), b""),
+        FetchResult::Failed(_)
+    ));
+    f.poll(feed, NOW + 3_000);
+    f.on_response(feed, &shared, NOW + 3_000, Some(200), Some("\"7\""), DOC);
+    f.poll(feed, NOW + 4_000);
+    assert_eq!(
+        f.on_response(feed, &shared, NOW + 4_000, Some(304), Some("\"7\""), b""),
+        FetchResult::NotModified
+    );
+}

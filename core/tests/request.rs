@@ -180,12 +180,33 @@ fn ticket_comes_from_header_then_cookie_of_this_hunt() {
         ("cookie", "x=1; huntgate.h2=other"),
         ("cookie", "huntgate.h1=fromcookie"),
     ]);
-    let ticket = |h: &[(String, String)]| match classify(&c, h) {
-        Classified::Hunt(req) => req.ticket.map(str::to_string),
+    let tickets = |h: &[(String, String)]| match classify(&c, h) {
+        Classified::Hunt(req) => req.tickets.iter().map(str::to_string).collect::<Vec<_>>(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(ticket(&both).as_deref(), Some("fromheader"));
-    assert_eq!(ticket(&cookie_only).as_deref(), Some("fromcookie"));
+    assert_eq!(tickets(&both), ["fromheader", "fromcookie"]);
+    assert_eq!(tickets(&cookie_only), ["fromcookie"]);
+}
+
+#[test]
+fn every_presented_ticket_is_listed_up_to_four_headers_first() {
+    let c = config("");
+    let many = headers(&[
+        (":path", "/hunts/h1"),
+        ("x-veltrix-hunter", "a"),
+        ("cookie", "huntgate.h1=c1; huntgate.H1=c2; huntgate.h2=no"),
+        ("x-huntgate-ticket", "t1"),
+        ("x-huntgate-ticket", " "),
+        ("x-huntgate-ticket", "t2"),
+        ("cookie", "huntgate.h1=c3"),
+    ]);
+    match classify(&c, &many) {
+        Classified::Hunt(req) => {
+            let tickets: Vec<&str> = req.tickets.iter().collect();
+            assert_eq!(tickets, ["t1", "t2", "c1", "c2"]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -216,6 +237,7 @@ fn classifying_only_the_headers_it_reads_gives_the_same_answer() {
         names,
         [":path", "x-veltrix-hunter", "x-veltrix-hunter", "cookie"]
     );
+    assert!(reads_header(&config, b"x-huntgate-decision"));
     assert_eq!(
         classify(&config, &wanted),
         classify(&config, &headers(&all))

@@ -11,12 +11,32 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use huntgate_core::shared_data::MemorySharedData;
 use huntgate_core::store::{
-    acquire_lease, active_count, admit, hunter_key, prepare_layout, sweep_slot, AdmitOutcome,
-    RegistryCache, SlotLookup,
+    acquire_lease, active_count, admit, hunt_tag, hunter_key, prepare_layout, sweep_slot,
+    AdmitOutcome, RegistryCache, SlotLookup, SlotRef, SHARDS,
 };
 
 const NOW: u64 = 1_800_000_000_000;
 const EXP: u32 = 1_800_000_060; // NOW + 60 s
+
+/// Hunt h1 in slot 0.
+fn h1() -> SlotRef {
+    SlotRef {
+        slot: 0,
+        tag: hunt_tag("h1"),
+    }
+}
+
+fn slot_of(lookup: SlotLookup) -> u32 {
+    match lookup {
+        SlotLookup::Slot(slot) => slot.slot,
+        SlotLookup::Untracked => panic!("untracked"),
+    }
+}
+
+/// Nothing is listed.
+fn none(_: &str) -> bool {
+    false
+}
 
 fn store(slots: u32) -> MemorySharedData {
     let shared = MemorySharedData::default();
@@ -29,36 +49,36 @@ fn admits_exactly_up_to_the_limit() {
     let s = store(1);
     for i in 0..5u64 {
         assert_eq!(
-            admit(&s, 0, i, EXP, NOW, Some(5)).unwrap(),
+            admit(&s, h1(), i, EXP, NOW, Some(5)).unwrap(),
             AdmitOutcome::Admitted {
                 active: i as u32 + 1
             }
         );
     }
     assert_eq!(
-        admit(&s, 0, 99, EXP, NOW, Some(5)).unwrap(),
+        admit(&s, h1(), 99, EXP, NOW, Some(5)).unwrap(),
         AdmitOutcome::Full { active: 5 }
     );
-    assert_eq!(active_count(&s, 0).unwrap(), 5);
+    assert_eq!(active_count(&s, h1()).unwrap(), 5);
 }
 
 #[test]
 fn a_live_hunter_joining_again_takes_no_second_slot_even_when_full() {
     let s = store(1);
-    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    admit(&s, h1(), 1, EXP, NOW, Some(1)).unwrap();
     assert_eq!(
-        admit(&s, 0, 1, EXP + 5, NOW, Some(1)).unwrap(),
+        admit(&s, h1(), 1, EXP + 5, NOW, Some(1)).unwrap(),
         AdmitOutcome::AlreadyActive
     );
-    assert_eq!(active_count(&s, 0).unwrap(), 1);
+    assert_eq!(active_count(&s, h1()).unwrap(), 1);
 }
 
 #[test]
 fn renewal_without_limit_recreates_a_lost_session() {
     let s = store(1);
-    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    admit(&s, h1(), 1, EXP, NOW, Some(1)).unwrap();
     assert_eq!(
-        admit(&s, 0, 2, EXP, NOW, None).unwrap(),
+        admit(&s, h1(), 2, EXP, NOW, None).unwrap(),
         AdmitOutcome::Admitted { active: 2 }
     );
 }
@@ -66,12 +86,12 @@ fn renewal_without_limit_recreates_a_lost_session() {
 #[test]
 fn sweep_frees_expired_slots_and_keeps_live_ones() {
     let s = store(1);
-    admit(&s, 0, 1, EXP, NOW, Some(2)).unwrap();
-    admit(&s, 0, 2, EXP + 30, NOW, Some(2)).unwrap();
-    assert_eq!(sweep_slot(&s, 0, NOW + 59_999).unwrap(), (0, 2));
-    assert_eq!(sweep_slot(&s, 0, u64::from(EXP) * 1000).unwrap(), (1, 1));
+    admit(&s, h1(), 1, EXP, NOW, Some(2)).unwrap();
+    admit(&s, h1(), 2, EXP + 30, NOW, Some(2)).unwrap();
+    assert_eq!(sweep_slot(&s, h1(), NOW + 59_999).unwrap(), (0, 2));
+    assert_eq!(sweep_slot(&s, h1(), u64::from(EXP) * 1000).unwrap(), (1, 1));
     assert_eq!(
-        admit(&s, 0, 3, EXP + 60, NOW + 61_000, Some(2)).unwrap(),
+        admit(&s, h1(), 3, EXP + 60, NOW + 61_000, Some(2)).unwrap(),
         AdmitOutcome::Admitted { active: 2 }
     );
 }
@@ -79,18 +99,18 @@ fn sweep_frees_expired_slots_and_keeps_live_ones() {
 #[test]
 fn an_expired_but_unswept_session_is_a_new_join() {
     let s = store(1);
-    admit(&s, 0, 1, EXP, NOW, Some(1)).unwrap();
+    admit(&s, h1(), 1, EXP, NOW, Some(1)).unwrap();
     // Past expiry, not yet swept: the hunter comes back while the hunt is full.
     let later = u64::from(EXP) * 1000 + 10;
     assert_eq!(
-        admit(&s, 0, 1, EXP + 60, later, Some(1)).unwrap(),
+        admit(&s, h1(), 1, EXP + 60, later, Some(1)).unwrap(),
         AdmitOutcome::Full { active: 1 }
     );
     assert_eq!(
-        admit(&s, 0, 1, EXP + 60, later, Some(2)).unwrap(),
+        admit(&s, h1(), 1, EXP + 60, later, Some(2)).unwrap(),
         AdmitOutcome::AlreadyActive
     );
-    assert_eq!(active_count(&s, 0).unwrap(), 1);
+    assert_eq!(active_count(&s, h1()).unwrap(), 1);
 }
 
 #[test]
@@ -98,11 +118,20 @@ fn registry_assigns_stable_slots_up_to_the_cap() {
     let s = store(2);
     let mut a = RegistryCache::default();
     let mut b = RegistryCache::default();
-    assert_eq!(a.resolve(&s, "h1", 2).unwrap(), SlotLookup::Slot(0));
-    assert_eq!(b.resolve(&s, "h2", 2).unwrap(), SlotLookup::Slot(1));
-    assert_eq!(b.resolve(&s, "h1", 2).unwrap(), SlotLookup::Slot(0));
-    assert_eq!(a.resolve(&s, "h3", 2).unwrap(), SlotLookup::Untracked);
-    assert_eq!(a.resolve(&s, "h2", 2).unwrap(), SlotLookup::Slot(1));
+    let resolve =
+        |cache: &mut RegistryCache, hunt: &str| cache.resolve(&s, hunt, 2, &none, NOW, 1).unwrap();
+    assert_eq!(slot_of(resolve(&mut a, "h1")), 0);
+    assert_eq!(slot_of(resolve(&mut b, "h2")), 1);
+    assert_eq!(slot_of(resolve(&mut b, "h1")), 0);
+    // Both hunts hold sessions: no slot can be reused.
+    admit(&s, h1(), 1, EXP, NOW, None).unwrap();
+    let h2 = SlotRef {
+        slot: 1,
+        tag: hunt_tag("h2"),
+    };
+    admit(&s, h2, 1, EXP, NOW, None).unwrap();
+    assert_eq!(resolve(&mut a, "h3"), SlotLookup::Untracked);
+    assert_eq!(slot_of(resolve(&mut a, "h2")), 1);
 }
 
 #[test]
@@ -129,7 +158,7 @@ fn layout_is_prepared_once_and_extends_when_the_cap_grows() {
     prepare_layout(&s, 2).unwrap();
     assert_eq!(s.key_count(), keys);
     prepare_layout(&s, 3).unwrap();
-    assert_eq!(s.key_count(), keys + 17);
+    assert_eq!(s.key_count(), keys + 1 + SHARDS as usize);
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -153,12 +182,12 @@ fn concurrent_joins_on_many_threads_never_exceed_the_limit() {
                     let shared_with_thread_0 = hunter_key("h1", &format!("hunter-0-{i}"));
                     for key in [own, shared_with_thread_0] {
                         if let AdmitOutcome::Admitted { .. } =
-                            admit(&*s, 0, key, EXP, NOW, Some(50)).unwrap()
+                            admit(&*s, h1(), key, EXP, NOW, Some(50)).unwrap()
                         {
                             admitted += 1;
                         }
                     }
-                    sweep_slot(&*s, 0, NOW).unwrap();
+                    sweep_slot(&*s, h1(), NOW).unwrap();
                 }
                 admitted
             })
@@ -167,8 +196,78 @@ fn concurrent_joins_on_many_threads_never_exceed_the_limit() {
     barrier.wait();
     let admitted: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(admitted, 50);
-    assert_eq!(active_count(&*s, 0).unwrap(), 50);
+    assert_eq!(active_count(&*s, h1()).unwrap(), 50);
     // Everything expires: the count returns to zero.
-    let (expired, left) = sweep_slot(&*s, 0, u64::from(EXP) * 1000).unwrap();
+    let (expired, left) = sweep_slot(&*s, h1(), u64::from(EXP) * 1000).unwrap();
     assert_eq!((expired, left), (50, 0));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn concurrent_slot_reuse_never_leaks_a_count_into_another_hunt() {
+    use std::sync::{Arc, Barrier};
+    // 4 hunts over 2 slots; every thread joins, sweeps everything away now and
+    // then (so slots get reused), and resolves with a stale cache.
+    let s = Arc::new(store(2));
+    let threads = 4u64;
+    let barrier = Arc::new(Barrier::new(threads as usize));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut cache = RegistryCache::default();
+                barrier.wait();
+                for i in 0..400u64 {
+                    let hunt = format!("h{}", (i + t) % 4);
+                    let now = NOW + i * 10;
+                    let Ok(SlotLookup::Slot(slot)) =
+                        cache.resolve(&*s, &hunt, 2, &none, now, t + 1)
+                    else {
+                        continue;
+                    };
+                    let key = hunter_key(&hunt, &format!("{t}-{i}"));
+                    // Short sessions: they expire within a few iterations.
+                    let expires = (now / 1000) as u32 + 1;
+                    match admit(&*s, slot, key, expires, now, Some(3)) {
+                        Err(huntgate_core::shared_data::StoreError::SlotMoved(_)) => {
+                            cache.forget(&hunt)
+                        }
+                        other => {
+                            other.unwrap();
+                        }
+                    }
+                    if i % 7 == 0 {
+                        for (_, slot) in cache.hunts().collect::<Vec<_>>() {
+                            sweep_slot(&*s, slot, now + 5_000).unwrap();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Every slot's count equals the records of its own hunt: sweeping them all
+    // away leaves exactly zero (a leaked count would stay; a lost one would underflow).
+    let mut cache = RegistryCache::default();
+    cache.refresh(&*s).unwrap();
+    for (hunt, slot) in cache.hunts().collect::<Vec<_>>() {
+        let before = active_count(&*s, slot).unwrap();
+        assert!(before <= 3, "{hunt}: {before} over the limit");
+        let (removed, left) = sweep_slot(&*s, slot, u64::MAX / 2).unwrap();
+        assert_eq!((removed, left), (before, 0), "{hunt}");
+    }
+}
+
+#[test]
+fn a_quiet_slot_is_swept_by_reading_its_count_only() {
+    let s = store(1);
+    admit(&s, h1(), 1, EXP, NOW, Some(5)).unwrap();
+    // The first sweep learns the earliest expiry...
+    assert_eq!(sweep_slot(&s, h1(), NOW).unwrap(), (0, 1));
+    // ...after which a shard that a sweep would have to rewrite is never read before it.
+    assert_eq!(sweep_slot(&s, h1(), NOW + 1_000).unwrap(), (0, 1));
+    assert_eq!(sweep_slot(&s, h1(), u64::from(EXP) * 1000).unwrap(), (1, 0));
 }
