@@ -24,7 +24,7 @@ E2E_THREADS ?= 4
 
 .PHONY: test tools wasm lint unit governor validate e2e
 
-test: tools lint unit governor wasm validate e2e demo-smoke bench-smoke
+test: tools lint unit governor wasm validate e2e demo-smoke bench-smoke packaging
 
 tools:
 	scripts/install-tools.sh
@@ -72,4 +72,4 @@ e2e: wasm | $(ENV_SH)
 		HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor \
 		cargo test -p huntgate-e2e -- --test-threads $(E2E_THREADS)
 
-include mk/demo.mk mk/bench.mk
+include mk/demo.mk mk/bench.mk mk/packaging.mk
