@@ -7,11 +7,13 @@
 //! target/debug/huntgate-governor); `make e2e` provides all three.
 
 mod admission;
+mod bypass;
 mod catalog;
 mod config;
 mod governor;
 mod istio;
 mod metrics;
+mod packaging;
 mod paths;
 mod reload;
 mod requests;
