@@ -62,6 +62,38 @@ pub struct Exited {
     pub log: String,
 }
 
+/// The HTTP connection manager's path handling, before the filter sees the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathHandling {
+    /// `normalize_path` (RFC 3986 dot segments and unreserved escapes).
+    pub normalize_path: bool,
+    /// `merge_slashes`.
+    pub merge_slashes: bool,
+    /// `path_with_escaped_slashes_action` (`KEEP_UNCHANGED`, `REJECT_REQUEST`, ...).
+    pub escaped_slashes: &'static str,
+}
+
+impl PathHandling {
+    /// What the test bootstrap uses unless a test asks otherwise.
+    pub const TEST_DEFAULT: Self = Self {
+        normalize_path: true,
+        merge_slashes: true,
+        escaped_slashes: "KEEP_UNCHANGED",
+    };
+    /// What every shipped Envoy configuration uses (README, "Recommended Envoy settings").
+    pub const RECOMMENDED: Self = Self {
+        normalize_path: true,
+        merge_slashes: true,
+        escaped_slashes: "REJECT_REQUEST",
+    };
+    /// Envoy's own defaults: nothing normalised.
+    pub const ENVOY_DEFAULT: Self = Self {
+        normalize_path: false,
+        merge_slashes: false,
+        escaped_slashes: "KEEP_UNCHANGED",
+    };
+}
+
 /// A running Envoy with the huntgate filter.
 pub struct Envoy {
     process: ChildGuard,
@@ -81,6 +113,17 @@ impl Envoy {
         Self::start_ready(Listener::Static, plugin, upstream.port(), free_port())
     }
 
+    /// Like [`Envoy::start`], with the listener's path handling set to `paths`.
+    pub fn start_with_paths(plugin: &Value, upstream: &Upstream, paths: PathHandling) -> Self {
+        Self::start_ready_with(
+            Listener::Static,
+            plugin,
+            upstream.port(),
+            free_port(),
+            paths,
+        )
+    }
+
     /// Envoy with a static listener running `plugin` in front of `upstream`,
     /// whose cluster `governor` is `governor` (see [`crate::Governor`]).
     pub fn start_with_governor(plugin: &Value, upstream: &Upstream, governor: SocketAddr) -> Self {
@@ -96,7 +139,8 @@ impl Envoy {
     /// Starts Envoy with a static listener running `plugin` and expects it to
     /// exit by itself (a refused configuration); panics if it becomes ready.
     pub fn start_expecting_exit(plugin: &Value) -> Exited {
-        let mut envoy = Self::spawn(Listener::Static, plugin, free_port(), free_port());
+        let paths = PathHandling::TEST_DEFAULT;
+        let mut envoy = Self::spawn(Listener::Static, plugin, free_port(), free_port(), paths);
         let exited = poll_until("Envoy to exit or become ready", START_TIMEOUT, || {
             if let Some(status) = envoy.process.try_status() {
                 return Some(Some(status));
@@ -231,9 +275,20 @@ impl Envoy {
     }
 
     fn start_ready(kind: Listener, plugin: &Value, upstream_port: u16, governor_port: u16) -> Self {
+        let paths = PathHandling::TEST_DEFAULT;
+        Self::start_ready_with(kind, plugin, upstream_port, governor_port, paths)
+    }
+
+    fn start_ready_with(
+        kind: Listener,
+        plugin: &Value,
+        upstream_port: u16,
+        governor_port: u16,
+        paths: PathHandling,
+    ) -> Self {
         let mut attempt = 1;
         loop {
-            let mut envoy = Self::spawn(kind, plugin, upstream_port, governor_port);
+            let mut envoy = Self::spawn(kind, plugin, upstream_port, governor_port, paths);
             if envoy.wait_ready() {
                 return envoy;
             }
@@ -253,7 +308,13 @@ impl Envoy {
 
     /// Renders the configs into a fresh directory and spawns Envoy. The
     /// `governor` cluster (static listener only) points at `governor_port`.
-    fn spawn(kind: Listener, plugin: &Value, upstream_port: u16, governor_port: u16) -> Self {
+    fn spawn(
+        kind: Listener,
+        plugin: &Value,
+        upstream_port: u16,
+        governor_port: u16,
+        paths: PathHandling,
+    ) -> Self {
         let binary = envoy_binary();
         let wasm = wasm_module();
         let tempdir = tempfile::Builder::new()
@@ -269,6 +330,9 @@ impl Envoy {
                     .set("listener_port", listener.port().to_string())
                     .set("upstream_port", upstream_port.to_string())
                     .set("governor_port", governor_port.to_string())
+                    .set("normalize_path", paths.normalize_path.to_string())
+                    .set("merge_slashes", paths.merge_slashes.to_string())
+                    .set("escaped_slashes", paths.escaped_slashes)
                     .set("wasm", yaml_string(&wasm.to_string_lossy()))
                     .set("plugin_config", yaml_string(&plugin.to_string())),
             ),

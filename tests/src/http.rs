@@ -168,6 +168,34 @@ pub fn raw_get(addr: SocketAddr, raw_path: &str, headers: &[(&str, &str)]) -> Re
         .unwrap_or_else(|e| panic!("reading the response to GET {raw_path}: {e}"))
 }
 
+/// GET with `target` as the HTTP/2 `:path`, byte for byte (curl over h2c with
+/// prior knowledge and `--request-target`). `None` when curl could not send it
+/// or got no HTTP answer (Envoy may reset a stream it refuses).
+pub fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Option<Response> {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "--silent",
+        "--include",
+        "--http2-prior-knowledge",
+        "--path-as-is",
+        "--max-time",
+        "10",
+        "--request-target",
+        target,
+    ]);
+    for (name, value) in headers {
+        command.arg("--header").arg(format!("{name}: {value}"));
+    }
+    command.arg(format!("http://{addr}/"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run curl (is it installed?): {e}"));
+    if !output.status.success() || output.stdout.is_empty() {
+        return None;
+    }
+    read_response(&mut BufReader::new(output.stdout.as_slice())).ok()
+}
+
 /// One keep-alive HTTP/1.1 connection: every request on it is served by the
 /// Envoy worker that accepted it.
 pub struct Connection {

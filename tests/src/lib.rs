@@ -23,8 +23,8 @@ pub mod process;
 pub mod template;
 pub mod upstream;
 
-pub use envoy::{Envoy, Exited, Reload};
+pub use envoy::{Envoy, Exited, PathHandling, Reload};
 pub use governor::{Governor, Policies};
-pub use http::{raw_get, Client, Connection, Response};
+pub use http::{h2_get, raw_get, Client, Connection, Response};
 pub use metrics::Metrics;
 pub use upstream::Upstream;
