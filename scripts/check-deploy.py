@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Renders every Kustomize overlay under deploy/overlays and validates each object, offline.
+"""Renders every Kustomize overlay under deploy/overlays and deploy/examples and validates each object, offline.
 
     check-deploy.py [OVERLAY_DIR ...]
 
@@ -13,7 +13,9 @@
   $HUNTGATE_ISTIO_CRDS names another CRD file), with
   unknown fields refused where the schema does not preserve them (the API
   server would prune them: for us a typo);
-- any other kind fails: nothing unchecked ships.
+- any other kind fails: nothing unchecked ships;
+- a site overlay (deploy/examples/*) must not reference the base's placeholder
+  digest any more.
 
 Runs with the Python of the venv that scripts/install-packaging-tools.sh
 makes (it has kubernetes-validate, jsonschema and PyYAML). Prints one line per
@@ -35,6 +37,8 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CRDS = os.environ.get("HUNTGATE_ISTIO_CRDS") or os.path.join(ROOT, "..", "shared", "schemas", "istio-crd-all.gen.yaml")
 VENDORED = {("WasmPlugin", "v1alpha1"): os.path.join(ROOT, "envoy", "istio", "schema", "wasmplugin-v1alpha1.json")}
+# The base's placeholder image digest (no registry serves it).
+ZERO_DIGEST = "sha256:" + "0" * 64
 # The oldest Kubernetes that current Istio releases support, and the newest schemas the wheel has.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 
@@ -136,7 +140,10 @@ def name(obj):
 
 
 def main():
-    overlays = sys.argv[1:] or sorted(glob.glob(os.path.join(ROOT, "deploy", "overlays", "*")))
+    overlays = sys.argv[1:] or sorted(
+        glob.glob(os.path.join(ROOT, "deploy", "overlays", "*"))
+        + glob.glob(os.path.join(ROOT, "deploy", "examples", "*"))
+    )
     schemas, source = istio_schemas()
     print(f"Istio CRD schemas: {source}; Kubernetes schemas: kubernetes-validate "
           f"{importlib.metadata.version('kubernetes-validate')} for {', '.join(K8S_VERSIONS)}")
@@ -149,6 +156,10 @@ def main():
             failed += 1
             continue
         print(f"ok       {label}: rendered {len(objects)} objects")
+        # A site overlay (deploy/examples) must have replaced the base's placeholder digests.
+        if os.path.relpath(overlay, ROOT).startswith("deploy/examples") and ZERO_DIGEST in json.dumps(objects):
+            print(f"FAILED   {label}: still references the placeholder {ZERO_DIGEST[:16]}…")
+            failed += 1
         for obj in objects:
             group, _, _ = obj.get("apiVersion", "").rpartition("/")
             what = f"{label}: {name(obj)}"
