@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::document::ThrottleDocument;
 use crate::governor::Snapshot;
+use crate::listener::{ConnMeta, ConnStats, Pool, PROBE_PATHS};
 use crate::metrics;
 
 /// Longest accepted `wait_s`.
@@ -29,6 +32,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Long-polls waiting right now.
     pub waiting: Arc<AtomicU64>,
+    /// Connection counters of the listener (all zero without one, e.g. under `oneshot`).
+    pub conns: Arc<ConnStats>,
 }
 
 impl AppState {
@@ -38,7 +43,14 @@ impl AppState {
             snapshots,
             shutdown,
             waiting: Arc::new(AtomicU64::new(0)),
+            conns: Arc::new(ConnStats::default()),
         }
+    }
+
+    /// The same, reporting the listener's connection counters in `/metrics`.
+    pub fn with_conns(mut self, conns: Arc<ConnStats>) -> Self {
+        self.conns = conns;
+        self
     }
 }
 
@@ -67,16 +79,27 @@ pub enum AppError {
     /// No evaluation has run yet.
     #[error("not ready: no evaluation has run yet")]
     NotReady,
+    /// A reserved probe connection asked for something else than a probe.
+    #[error(
+        "too many connections: this connection may only ask for /healthz, /readyz or /metrics"
+    )]
+    ProbeOnly,
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::NotReady | AppError::ProbeOnly => StatusCode::SERVICE_UNAVAILABLE,
         };
+        let close = matches!(self, AppError::ProbeOnly);
         let body = serde_json::json!({ "error": self.to_string() });
-        (status, [(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response()
+        let mut r = (status, [(header::CACHE_CONTROL, "no-cache")], Json(body)).into_response();
+        if close {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
@@ -87,7 +110,21 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn(probe_pool_only))
         .with_state(state)
+}
+
+/// Connections of the reserved probe pool (accepted past the API connection cap) may only
+/// ask for [`PROBE_PATHS`].
+async fn probe_pool_only(request: Request, next: Next) -> Response {
+    let pool = request
+        .extensions()
+        .get::<ConnectInfo<ConnMeta>>()
+        .map(|c| c.0.pool);
+    if pool == Some(Pool::Probe) && !PROBE_PATHS.contains(&request.uri().path()) {
+        return AppError::ProbeOnly.into_response();
+    }
+    next.run(request).await
 }
 
 /// Query of `/v1/throttle`.
@@ -137,17 +174,6 @@ async fn throttle(
     Query(query): Query<ThrottleQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let wait_s = match query.wait_s.as_deref() {
-        None => 0,
-        Some(raw) => match raw.parse::<u64>() {
-            Ok(n) if n <= MAX_WAIT_S => n,
-            _ => {
-                return Err(AppError::BadRequest(format!(
-                    "wait_s must be an integer in [0, {MAX_WAIT_S}], got `{raw}`"
-                )))
-            }
-        },
-    };
     let mut rx = state.snapshots.clone();
     let snapshot = rx.borrow_and_update().clone();
     if !snapshot.ready {
@@ -155,8 +181,21 @@ async fn throttle(
     }
     let held = snapshot.document.version;
     if !etag_matches(&headers, held) {
+        // The full document goes out at once: `wait_s` is ignored, even if malformed.
         return Ok(full(&snapshot.document));
     }
+    let wait_s = match query.wait_s.as_deref() {
+        None => 0,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if n <= MAX_WAIT_S => n,
+            _ => {
+                return Err(AppError::BadRequest(format!(
+                    "wait_s must be an integer in [0, {MAX_WAIT_S}], got `{}`",
+                    crate::text::echo(raw)
+                )))
+            }
+        },
+    };
     if wait_s == 0 {
         return Ok(not_modified(&snapshot.document));
     }
@@ -195,7 +234,11 @@ async fn throttle(
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
     let mut text = metrics::render(&snapshot);
-    metrics::render_http(&mut text, state.waiting.load(Ordering::Relaxed));
+    metrics::render_http(
+        &mut text,
+        state.waiting.load(Ordering::Relaxed),
+        &state.conns,
+    );
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 

@@ -6,12 +6,20 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::clock::Millis;
+use std::collections::BTreeMap;
+
+use crate::clock::{secs, Millis};
 use crate::document::ThrottleDocument;
-use crate::law::{tick, LawState};
+use crate::law::{tick, LawState, Reason};
+use crate::persist::{self, SavedState};
 use crate::policy::{Policy, PolicyError};
-use crate::signal::{SignalBook, SignalHealth, SignalId};
+use crate::signal::{ErrorCause, ReadError, SignalBook, SignalHealth, SignalId};
 use crate::sources::{SourceFactory, SourceSet};
+
+/// Least time between two log lines about one signal's changing failure cause.
+pub const CAUSE_LOG_INTERVAL_MS: Millis = secs(60);
+/// Hunts named in the one INFO line that summarizes an evaluation's ratio changes.
+pub const CHANGED_HUNTS_LOGGED: usize = 5;
 
 /// Running totals for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +35,10 @@ pub struct Counters {
     pub reloads_ok: u64,
     /// Policy loads that were rejected.
     pub reloads_failed: u64,
+    /// State saves that succeeded.
+    pub state_saves_ok: u64,
+    /// State saves that failed.
+    pub state_saves_failed: u64,
 }
 
 /// One signal as `/metrics` shows it.
@@ -38,8 +50,20 @@ pub struct SignalReport {
     pub health: SignalHealth,
     /// Whether the law saw it as stale at the last evaluation.
     pub stale: bool,
-    /// Seconds since its last good read, at the last evaluation.
-    pub age_s: Option<f64>,
+    /// Seconds since its last good read (since it was bound, if never read), at the last
+    /// evaluation.
+    pub age_s: f64,
+}
+
+/// What was last logged about one failing signal (the log is rate-limited per signal).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct CauseLog {
+    /// The failure last logged, if the signal is down.
+    logged: Option<(ErrorCause, String)>,
+    /// When it was logged.
+    at_ms: Millis,
+    /// Changes of cause not logged since (rate limit).
+    suppressed: u64,
 }
 
 /// Everything the HTTP side serves, as of the last evaluation or reload.
@@ -59,6 +83,8 @@ pub struct Snapshot {
     pub last_reload_ok: bool,
     /// Why the latest policy load failed, if it did.
     pub last_reload_error: Option<String>,
+    /// Files of the policy directory ignored at the latest read.
+    pub ignored_files: usize,
 }
 
 /// The governor's state machine; the binary drives it from its loops, tests drive it by hand.
@@ -75,6 +101,9 @@ pub struct Governor {
     last_reload_ok: bool,
     last_reload_error: Option<String>,
     last_eval_ms: Millis,
+    cause_log: BTreeMap<SignalId, CauseLog>,
+    saved: Option<LawState>,
+    ignored_files: usize,
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -89,6 +118,8 @@ impl Governor {
     ) -> Self {
         let mut sources = SourceSet::default();
         sources.sync(&policy, factory.as_ref());
+        let mut book = SignalBook::default();
+        book.bind(&policy.bound_signals(), now);
         let document = ThrottleDocument::initial(version_seed, now, policy.ttl_s);
         let counters = Counters {
             reloads_ok: 1,
@@ -97,7 +128,7 @@ impl Governor {
         let mut governor = Self {
             policy: Arc::new(policy),
             law: LawState::default(),
-            book: SignalBook::default(),
+            book,
             sources,
             factory,
             document,
@@ -107,6 +138,9 @@ impl Governor {
             last_reload_ok: true,
             last_reload_error: None,
             last_eval_ms: now,
+            cause_log: BTreeMap::new(),
+            saved: None,
+            ignored_files: 0,
             tx: watch::channel(Arc::new(Self::empty_snapshot(version_seed, now))).0,
         };
         governor.publish();
@@ -122,6 +156,7 @@ impl Governor {
             policy_hunts: 0,
             last_reload_ok: false,
             last_reload_error: None,
+            ignored_files: 0,
         }
     }
 
@@ -150,13 +185,54 @@ impl Governor {
         &self.book
     }
 
-    /// Records a policy load: a new policy replaces the old one (the document version moves
-    /// at the next evaluation); a rejected one is logged and counted, the old one stays.
-    pub fn apply_reload(&mut self, result: Result<Policy, PolicyError>) {
+    /// Resumes the law's state from a saved state (see [`persist::restore`] for the age
+    /// rule); returns how many hunts resumed. Call before the first evaluation.
+    pub fn restore(&mut self, saved: &SavedState, now: Millis) -> usize {
+        let (law, resumed) = persist::restore(saved, &self.policy, now);
+        self.law = law;
+        self.saved = Some(self.law.clone());
+        resumed
+    }
+
+    /// The state to save, if it changed since the last call that returned one (the caller
+    /// writes it; a failed write can be retried by calling [`Self::unsaved`] again later).
+    pub fn unsaved(&mut self, now: Millis) -> Option<SavedState> {
+        if self.saved.as_ref() == Some(&self.law) || !self.ready {
+            return None;
+        }
+        self.saved = Some(self.law.clone());
+        Some(persist::snapshot(&self.law, now))
+    }
+
+    /// Records the outcome of writing the state [`Self::unsaved`] returned; after a failure
+    /// the next call returns it again.
+    pub fn record_save(&mut self, ok: bool) {
+        if ok {
+            self.counters.state_saves_ok = self.counters.state_saves_ok.saturating_add(1);
+        } else {
+            self.counters.state_saves_failed = self.counters.state_saves_failed.saturating_add(1);
+            self.saved = None;
+        }
+    }
+
+    /// Records how many files the latest read of the policy directory ignored.
+    pub fn set_ignored_files(&mut self, n: usize) {
+        if n != self.ignored_files {
+            self.ignored_files = n;
+            self.publish();
+        }
+    }
+
+    /// Records a policy load at `now`: a new policy replaces the old one (the document
+    /// version moves at the next evaluation); a rejected one is logged and counted, the old
+    /// one stays.
+    pub fn apply_reload(&mut self, result: Result<Policy, PolicyError>, now: Millis) {
         match result {
             Ok(policy) => {
                 self.sources.sync(&policy, self.factory.as_ref());
-                self.book.retain(&policy.bound_signals());
+                self.book.bind(&policy.bound_signals(), now);
+                self.cause_log
+                    .retain(|id, _| policy.bound_signals().contains(id));
                 tracing::info!(hunts = policy.hunts.len(), "policy loaded");
                 self.policy = Arc::new(policy);
                 self.reloaded = true;
@@ -175,7 +251,7 @@ impl Governor {
     }
 
     /// Reads every bound signal (real I/O, each under `read_timeout_ms`).
-    pub async fn read_signals(&self) -> Vec<(SignalId, Result<f64, String>)> {
+    pub async fn read_signals(&self) -> Vec<(SignalId, Result<f64, ReadError>)> {
         self.sources.read_all(self.policy.read_timeout_ms).await
     }
 
@@ -188,22 +264,11 @@ impl Governor {
     /// Records `readings` as of `now`, runs the law and publishes the result.
     pub fn evaluate_with(
         &mut self,
-        readings: Vec<(SignalId, Result<f64, String>)>,
+        readings: Vec<(SignalId, Result<f64, ReadError>)>,
         now: Millis,
     ) -> &ThrottleDocument {
         for (id, read) in readings {
-            // Log transitions only: a source that stays down does not flood the log (its
-            // errors are counted in huntgate_signal_read_errors_total).
-            let was_up = self.book.get(&id).map(|h| h.up);
-            match &read {
-                Err(e) if was_up != Some(false) => {
-                    tracing::warn!(signal = %id, error = %e, "signal read failed; the signal is down");
-                }
-                Ok(_) if was_up == Some(false) => {
-                    tracing::info!(signal = %id, "signal read succeeded again");
-                }
-                _ => {}
-            }
+            self.log_read(&id, &read, now);
             self.book.record(&id, read, now);
         }
         let statuses = self.book.statuses(now, self.policy.stale_after_ms);
@@ -221,11 +286,7 @@ impl Governor {
                 }
             }
         }
-        for (hunt, d) in &decisions.hunts {
-            if d.changed {
-                tracing::info!(hunt = %hunt, ratio = d.ratio, limit = d.limit, reason = d.reason.as_str(), "ratio changed");
-            }
-        }
+        log_changes(&decisions);
         self.document = self
             .document
             .next(&decisions, self.policy.ttl_s, now, self.reloaded);
@@ -235,6 +296,40 @@ impl Governor {
         self.last_eval_ms = now;
         self.publish();
         &self.document
+    }
+
+    /// Logs a signal going down, coming back, or failing for a new reason (at most once per
+    /// [`CAUSE_LOG_INTERVAL_MS`] per signal; the changes in between are counted in the next
+    /// line). Errors are counted in `huntgate_signal_read_errors_total` either way.
+    fn log_read(&mut self, id: &SignalId, read: &Result<f64, ReadError>, now: Millis) {
+        let entry = self.cause_log.entry(id.clone()).or_default();
+        match read {
+            Ok(_) => {
+                if entry.logged.take().is_some() {
+                    tracing::info!(signal = %id, "signal read succeeded again");
+                }
+                entry.suppressed = 0;
+            }
+            Err(e) => {
+                let current = (e.cause, e.message.clone());
+                match &entry.logged {
+                    None => {
+                        tracing::warn!(signal = %id, cause = e.cause.as_str(), error = %e, "signal read failed; the signal is down");
+                    }
+                    Some(logged) if *logged == current => return,
+                    Some(_) if now.saturating_sub(entry.at_ms) < CAUSE_LOG_INTERVAL_MS => {
+                        entry.suppressed = entry.suppressed.saturating_add(1);
+                        return;
+                    }
+                    Some(_) => {
+                        tracing::warn!(signal = %id, cause = e.cause.as_str(), error = %e, suppressed_changes = entry.suppressed, "signal still down; the cause changed");
+                    }
+                }
+                entry.logged = Some(current);
+                entry.at_ms = now;
+                entry.suppressed = 0;
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -248,9 +343,7 @@ impl Governor {
                 let health = self.book.get(&id).cloned().unwrap_or_default();
                 SignalReport {
                     stale: health.is_stale(now, stale_after),
-                    age_s: health
-                        .last_ok_ms
-                        .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+                    age_s: health.age_ms(now) as f64 / 1000.0,
                     id,
                     health,
                 }
@@ -264,7 +357,50 @@ impl Governor {
             policy_hunts: self.policy.hunts.len(),
             last_reload_ok: self.last_reload_ok,
             last_reload_error: self.last_reload_error.clone(),
+            ignored_files: self.ignored_files,
         };
         self.tx.send_replace(Arc::new(snapshot));
     }
+}
+
+/// One INFO line per evaluation that changed ratios (not one per hunt: a cut of 1,000
+/// hunts is one line), naming the first few; every change is logged at DEBUG.
+fn log_changes(decisions: &crate::law::Decisions) {
+    let changed: Vec<(&String, &crate::law::Decision)> =
+        decisions.hunts.iter().filter(|(_, d)| d.changed).collect();
+    for (hunt, d) in &changed {
+        tracing::debug!(hunt = %hunt, ratio = d.ratio, limit = d.limit, reason = d.reason.as_str(), "ratio changed");
+    }
+    let default = decisions.default.changed.then_some(decisions.default.ratio);
+    if changed.is_empty() && default.is_none() {
+        return;
+    }
+    let mut by_reason = [0usize; 6];
+    for (_, d) in &changed {
+        if let Some(n) = by_reason.get_mut(d.reason.index()) {
+            *n += 1;
+        }
+    }
+    let reasons: Vec<String> = Reason::ALL
+        .iter()
+        .filter_map(|r| {
+            let n = by_reason.get(r.index()).copied().unwrap_or(0);
+            (n > 0).then(|| format!("{}={n}", r.as_str()))
+        })
+        .collect();
+    let mut examples: Vec<String> = changed
+        .iter()
+        .take(CHANGED_HUNTS_LOGGED)
+        .map(|(h, d)| format!("{h}={}", d.ratio))
+        .collect();
+    if changed.len() > CHANGED_HUNTS_LOGGED {
+        examples.push(format!("… {} more", changed.len() - CHANGED_HUNTS_LOGGED));
+    }
+    tracing::info!(
+        hunts = changed.len(),
+        reasons = %reasons.join(","),
+        default_ratio = ?default,
+        changed = %examples.join(" "),
+        "ratios changed"
+    );
 }

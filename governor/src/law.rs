@@ -118,6 +118,10 @@ pub struct Knobs {
     pub kafka_lag_low: f64,
     /// What a stale signal does.
     pub on_stale: OnStale,
+    /// The evaluation period (`eval_period_s` of defaults.yaml). Intervals are counted on
+    /// this grid: an interval is due at the first evaluation that is at least the interval
+    /// after the last step, with half a period of tolerance for tick jitter (see [`due`]).
+    pub eval_period_ms: Millis,
 }
 
 impl Default for Knobs {
@@ -136,6 +140,7 @@ impl Default for Knobs {
             kafka_lag_high: 1000.0,
             kafka_lag_low: 500.0,
             on_stale: OnStale::Hold,
+            eval_period_ms: secs(5),
         }
     }
 }
@@ -188,6 +193,8 @@ pub struct HuntState {
     pub last_raise_ms: Option<Millis>,
     /// Since when every bound signal has been calm (None: not calm now).
     pub calm_since_ms: Option<Millis>,
+    /// The reason of the latest decision (kept while a signal awaits its first read).
+    pub reason: Reason,
 }
 
 impl Default for HuntState {
@@ -197,6 +204,7 @@ impl Default for HuntState {
             last_cut_ms: None,
             last_raise_ms: None,
             calm_since_ms: None,
+            reason: Reason::Stable,
         }
     }
 }
@@ -246,6 +254,7 @@ enum Pressure {
     Over(SignalKind),
     Band(SignalKind),
     Calm,
+    Pending,
     Stale,
 }
 
@@ -261,12 +270,29 @@ fn pressure(id: &SignalId, signals: &Signals, knobs: &Knobs) -> Pressure {
                 Pressure::Band(id.kind())
             }
         }
+        Some(SignalStatus::Pending) => Pressure::Pending,
         Some(SignalStatus::Stale) | None => Pressure::Stale,
     }
 }
 
-fn elapsed(since: Option<Millis>, now: Millis, at_least: Millis) -> bool {
-    since.is_none_or(|t| now.saturating_sub(t) >= at_least)
+/// Whether `interval` has passed since `since` (or nothing happened yet), counted on the
+/// evaluation grid of `period`: the time elapsed is rounded to the nearest whole number of
+/// periods, so a tick that lands a millisecond early (`.649` after `.650`) still counts as
+/// the scheduled one, and a step is never taken more than half a period early.
+///
+/// With `cut_interval_s: 30` and `eval_period_s: 5` a cut lands exactly every 6th evaluation;
+/// an interval that is not a multiple of the period lands on the first evaluation after it
+/// (30 s with 7 s evaluations: every 5th, 35 s).
+pub fn due(since: Option<Millis>, now: Millis, interval: Millis, period: Millis) -> bool {
+    let Some(t) = since else {
+        return true;
+    };
+    let elapsed = now.saturating_sub(t);
+    if period == 0 {
+        return elapsed >= interval;
+    }
+    let periods = elapsed.saturating_add(period / 2) / period;
+    periods.saturating_mul(period) >= interval
 }
 
 /// One hunt's step: the next state and the decision.
@@ -279,7 +305,8 @@ pub fn step(
     let knobs = &spec.knobs;
     let before = state.ratio;
     let mut next = *state;
-    let decide = |next: HuntState, reason: Reason| {
+    let decide = |mut next: HuntState, reason: Reason| {
+        next.reason = reason;
         let decision = Decision {
             ratio: next.ratio,
             max_hunters: spec.max_hunters,
@@ -319,7 +346,14 @@ pub fn step(
     if over.is_some() || (any_stale && knobs.on_stale == OnStale::Overloaded) {
         next.calm_since_ms = None;
         let reason = over.map_or(Reason::SignalStale, Reason::of_kind);
-        if next.ratio > floor && elapsed(next.last_cut_ms, now, knobs.cut_interval_ms) {
+        if next.ratio > floor
+            && due(
+                next.last_cut_ms,
+                now,
+                knobs.cut_interval_ms,
+                knobs.eval_period_ms,
+            )
+        {
             next.ratio = round_ratio((next.ratio - knobs.cut_step).max(floor));
             next.last_cut_ms = Some(now);
             next.last_raise_ms = None;
@@ -329,6 +363,17 @@ pub fn step(
     if any_stale {
         next.calm_since_ms = None;
         return decide(next, Reason::SignalStale);
+    }
+    if pressures.contains(&Pressure::Pending) {
+        // Start-up grace: a signal not read yet holds the ratio (restored from the state
+        // file, or 1.0) with the reason it had, until it is read or goes stale.
+        next.calm_since_ms = None;
+        let reason = if next.ratio >= 1.0 {
+            Reason::Stable
+        } else {
+            state.reason
+        };
+        return decide(next, reason);
     }
     if let Some(kind) = band {
         next.calm_since_ms = None;
@@ -345,8 +390,9 @@ pub fn step(
     if next.ratio >= 1.0 {
         return decide(next, Reason::Stable);
     }
-    if now.saturating_sub(calm_since) >= knobs.stable_period_ms
-        && elapsed(next.last_raise_ms, now, knobs.recover_interval_ms)
+    let period = knobs.eval_period_ms;
+    if due(Some(calm_since), now, knobs.stable_period_ms, period)
+        && due(next.last_raise_ms, now, knobs.recover_interval_ms, period)
     {
         next.ratio = round_ratio((next.ratio + knobs.recover_step).min(1.0));
         next.last_raise_ms = Some(now);

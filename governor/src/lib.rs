@@ -9,6 +9,9 @@
 //! - [`governor`]: the state machine tying them together, driven at injected times;
 //! - [`sources`]: the Redis and Kafka readers (the only I/O besides HTTP);
 //! - [`api`] and [`metrics`]: the HTTP surface; [`serve`]: the running service;
+//! - [`persist`]: the law's state across restarts (pure resume rule + a file store);
+//! - [`listener`]: connection cap, header/idle timeouts and the drain kill switch;
+//! - [`text`]: redaction and truncation of everything echoed in errors and logs;
 //! - [`legacy`]: `import-legacy` for hunt-config.yml.
 
 #![warn(missing_docs)]
@@ -19,8 +22,11 @@ pub mod document;
 pub mod governor;
 pub mod law;
 pub mod legacy;
+pub mod listener;
 pub mod metrics;
+pub mod persist;
 pub mod policy;
 pub mod serve;
 pub mod signal;
 pub mod sources;
+pub mod text;

@@ -2,13 +2,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use huntgate_governor::clock::SystemClock;
 use huntgate_governor::legacy::{import_legacy, LegacyTarget};
-use huntgate_governor::policy::compile::load_dir;
+use huntgate_governor::listener::{fd_budget, open_file_limit, Limits};
+use huntgate_governor::persist::{FileStore, StateStore};
+use huntgate_governor::policy::compile::compile;
+use huntgate_governor::policy::tree::PolicyTree;
 use huntgate_governor::policy::{Overrides, RedisOverride};
 use huntgate_governor::serve::{serve, ServeConfig};
 use huntgate_governor::sources::RealSources;
@@ -56,12 +61,77 @@ struct PolicyArgs {
 struct ServeArgs {
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Address to listen on.
+    /// Address to listen on, `HOST:PORT` (a host name such as `localhost` is resolved).
     #[arg(long, env = "HUNTGATE_LISTEN", default_value = "127.0.0.1:9911")]
-    listen: SocketAddr,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `huntgate_governor=debug`.
+    listen: String,
+    /// A second address serving only /healthz, /readyz and /metrics (for probes).
+    #[arg(long, env = "HUNTGATE_PROBE_LISTEN")]
+    probe_listen: Option<String>,
+    /// Directory of the saved control state (`governor-state.json`); without it a restart
+    /// starts every hunt at ratio 1.0.
+    #[arg(long, env = "HUNTGATE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Most API connections at once (lowered to fit the open-file limit).
+    #[arg(long, env = "HUNTGATE_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections: u32,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, env = "HUNTGATE_HEADER_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_timeout_s: u64,
+    /// Seconds a keep-alive connection may stay idle between requests.
+    #[arg(long, env = "HUNTGATE_IDLE_TIMEOUT_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_s: u64,
+    /// Seconds a shutdown waits for in-flight requests before closing every connection.
+    #[arg(long, env = "HUNTGATE_DRAIN_TIMEOUT_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    drain_timeout_s: u64,
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+    /// comma-separated `TARGET=LEVEL` directives (tracing EnvFilter syntax).
     #[arg(long, env = "HUNTGATE_LOG", default_value = "info")]
     log: String,
+}
+
+const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Refuses filters that EnvFilter accepts but that silently log nothing (`--log nonsense`
+/// names a target and turns every other log off).
+fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter> {
+    for directive in spec.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            bail!(
+                "--log `{}`: `{}` is not a level ({}) nor a TARGET=LEVEL directive",
+                huntgate_governor::text::echo(spec),
+                huntgate_governor::text::echo(directive),
+                LEVELS.join(", ")
+            );
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .with_context(|| format!("--log `{}`", huntgate_governor::text::echo(spec)))
+}
+
+/// Resolves `HOST:PORT` (the first address, IPv4 first).
+fn resolve(flag: &str, addr: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let mut all: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| {
+            format!(
+                "{flag} `{}`: not HOST:PORT",
+                huntgate_governor::text::echo(addr)
+            )
+        })?
+        .collect();
+    all.sort_by_key(|a| !a.is_ipv4());
+    all.into_iter().next().with_context(|| {
+        format!(
+            "{flag} `{}`: resolves to no address",
+            huntgate_governor::text::echo(addr)
+        )
+    })
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,26 +155,62 @@ impl PolicyArgs {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         None => run(cli.serve),
         Some(Command::Serve(args)) => run(args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::ImportLegacy(args)) => import(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole cause chain on one line (never a bare "Error: huntgate-governor").
+            eprintln!("huntgate-governor: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn run(args: ServeArgs) -> Result<()> {
     use std::io::IsTerminal as _;
+    let filter = log_filter(&args.log)?;
+    let listen = resolve("--listen", &args.listen)?;
+    let probe_listen = match &args.probe_listen {
+        Some(a) => Some(resolve("--probe-listen", a)?),
+        None => None,
+    };
     tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .with_context(|| format!("--log `{}`", args.log))?,
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let defaults = Limits::default();
+    let nofile = open_file_limit();
+    let (max_connections, lowered) = fd_budget(
+        nofile,
+        args.max_connections as usize,
+        defaults.probe_connections,
+    );
+    if lowered {
+        tracing::warn!(
+            requested = args.max_connections,
+            max_connections,
+            open_file_limit = nofile,
+            "--max-connections lowered to leave file descriptors for policy reloads and signal clients"
+        );
+    }
+    let limits = Limits {
+        header_timeout: Duration::from_secs(args.header_timeout_s),
+        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+        max_connections,
+        ..defaults
+    };
+    let state: Option<Arc<dyn StateStore>> = args
+        .state_dir
+        .as_ref()
+        .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,7 +225,11 @@ fn run(args: ServeArgs) -> Result<()> {
         let config = ServeConfig {
             policies: args.policy.policies.clone(),
             overrides: args.policy.overrides(),
-            listen: args.listen,
+            listen,
+            probe_listen,
+            limits,
+            drain: Duration::from_secs(args.drain_timeout_s),
+            state,
         };
         serve(
             config,
@@ -129,7 +239,7 @@ fn run(args: ServeArgs) -> Result<()> {
             |addr| println!("listening on {addr}"),
         )
         .await
-        .context("huntgate-governor")
+        .map_err(anyhow::Error::from)
     });
     // Kafka reads run on blocking threads; do not wait for one stuck on a dead broker.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
@@ -155,7 +265,11 @@ async fn wait_for_signal() {
 }
 
 fn check(args: &PolicyArgs) -> Result<()> {
-    let policy = load_dir(&args.policies, &args.overrides())?;
+    let tree = PolicyTree::read(&args.policies)?;
+    for w in &tree.warnings {
+        eprintln!("warning: {w}");
+    }
+    let policy = compile(&tree, &args.overrides())?;
     println!(
         "{}: valid ({} hunts, {} signals bound)",
         args.policies.display(),

@@ -7,8 +7,12 @@
 
 use std::fmt::Write as _;
 
+use std::sync::atomic::Ordering;
+
 use crate::governor::Snapshot;
 use crate::law::Reason;
+use crate::listener::ConnStats;
+use crate::signal::ErrorCause;
 
 /// Gauge{hunt}: the throttle ratio in force.
 pub const HUNT_THROTTLE_RATIO: &str = "veltrix_hunt_throttle_ratio";
@@ -50,8 +54,22 @@ pub const POLICY_HUNTS: &str = "huntgate_policy_hunts";
 /// Gauge: 1 once a policy is loaded and an evaluation has run.
 pub const READY: &str = "huntgate_ready";
 
+/// Gauge{signal, cause}: 1 for the cause of a failing signal's latest read error (`cause`
+/// ∈ connect, timeout, protocol, config, bad_value); no series while the signal is up.
+pub const SIGNAL_ERROR_CAUSE: &str = "huntgate_signal_error_cause";
+/// Counter{result="success"|"failure"}: writes of the state file (`--state-dir`).
+pub const STATE_SAVES: &str = "huntgate_state_saves_total";
+/// Gauge: files in the policy directory that were ignored (wrong name or a sub-folder).
+pub const POLICY_IGNORED_FILES: &str = "huntgate_policy_ignored_files";
+
 /// Gauge: long-polls of `/v1/throttle` waiting for a new version right now.
 pub const LONG_POLLS_WAITING: &str = "huntgate_long_polls_waiting";
+/// Gauge{pool="api"|"probe"}: HTTP connections open now.
+pub const HTTP_CONNECTIONS: &str = "huntgate_http_connections";
+/// Counter: connections refused because every API and probe slot was taken.
+pub const HTTP_CONNECTIONS_REJECTED: &str = "huntgate_http_connections_rejected_total";
+/// Counter: connections closed by the header-read, idle or write timeout.
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "huntgate_http_connections_timed_out_total";
 
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -177,9 +195,9 @@ pub fn render(s: &Snapshot) -> String {
 
     o.family(SIGNAL_VALUE, "gauge", "Last value read per signal (redis: memory fraction of capacity; kafka: consumer lag in messages).");
     for r in &s.signals {
-        if let Some(v) = r.health.last_value {
-            o.sample(SIGNAL_VALUE, &[("signal", &r.id.to_string())], v);
-        }
+        // NaN until the first good read, so the series exists from start-up.
+        let v = r.health.last_value.unwrap_or(f64::NAN);
+        o.sample(SIGNAL_VALUE, &[("signal", &r.id.to_string())], v);
     }
     o.family(
         SIGNAL_UP,
@@ -208,11 +226,27 @@ pub fn render(s: &Snapshot) -> String {
     o.family(
         SIGNAL_AGE,
         "gauge",
-        "Seconds since the last good read of the signal.",
+        "Seconds since the last good read of the signal (since it was bound, if never read).",
     );
     for r in &s.signals {
-        if let Some(age) = r.age_s {
-            o.sample(SIGNAL_AGE, &[("signal", &r.id.to_string())], age);
+        o.sample(SIGNAL_AGE, &[("signal", &r.id.to_string())], r.age_s);
+    }
+    o.family(
+        SIGNAL_ERROR_CAUSE,
+        "gauge",
+        "1 for the cause of the latest read error of a failing signal.",
+    );
+    for r in &s.signals {
+        if let (false, Some(e)) = (r.health.up, &r.health.last_error) {
+            let cause = ErrorCause::ALL
+                .iter()
+                .find(|c| **c == e.cause)
+                .map_or("connect", |c| c.as_str());
+            o.sample(
+                SIGNAL_ERROR_CAUSE,
+                &[("signal", &r.id.to_string()), ("cause", cause)],
+                1.0,
+            );
         }
     }
     o.family(SIGNAL_READ_ERRORS, "counter", "Failed reads per signal.");
@@ -270,6 +304,27 @@ pub fn render(s: &Snapshot) -> String {
     o.family(POLICY_HUNTS, "gauge", "Hunts in the policy in force.");
     o.sample(POLICY_HUNTS, &[], s.policy_hunts as f64);
     o.family(
+        POLICY_IGNORED_FILES,
+        "gauge",
+        "Files in the policy directory that were ignored (wrong name or in a sub-folder).",
+    );
+    o.sample(POLICY_IGNORED_FILES, &[], s.ignored_files as f64);
+    o.family(
+        STATE_SAVES,
+        "counter",
+        "Writes of the saved control state, by result.",
+    );
+    o.sample(
+        STATE_SAVES,
+        &[("result", "success")],
+        s.counters.state_saves_ok as f64,
+    );
+    o.sample(
+        STATE_SAVES,
+        &[("result", "failure")],
+        s.counters.state_saves_failed as f64,
+    );
+    o.family(
         READY,
         "gauge",
         "1 once a policy is loaded and an evaluation has run.",
@@ -279,7 +334,7 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 /// Appends the HTTP side's own metrics.
-pub fn render_http(text: &mut String, long_polls_waiting: u64) {
+pub fn render_http(text: &mut String, long_polls_waiting: u64, conns: &ConnStats) {
     let mut o = Out(std::mem::take(text));
     o.family(
         LONG_POLLS_WAITING,
@@ -287,5 +342,29 @@ pub fn render_http(text: &mut String, long_polls_waiting: u64) {
         "Long-polls of /v1/throttle waiting for a new version.",
     );
     o.sample(LONG_POLLS_WAITING, &[], long_polls_waiting as f64);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    o.family(
+        HTTP_CONNECTIONS,
+        "gauge",
+        "HTTP connections open, by pool (probe: the slots reserved past the API cap).",
+    );
+    o.sample(HTTP_CONNECTIONS, &[("pool", "api")], load(&conns.open_api));
+    o.sample(
+        HTTP_CONNECTIONS,
+        &[("pool", "probe")],
+        load(&conns.open_probe),
+    );
+    o.family(
+        HTTP_CONNECTIONS_REJECTED,
+        "counter",
+        "Connections refused because every slot was taken.",
+    );
+    o.sample(HTTP_CONNECTIONS_REJECTED, &[], load(&conns.rejected));
+    o.family(
+        HTTP_CONNECTIONS_TIMED_OUT,
+        "counter",
+        "Connections closed by the header-read, idle or write timeout.",
+    );
+    o.sample(HTTP_CONNECTIONS_TIMED_OUT, &[], load(&conns.timed_out));
     *text = o.0;
 }

@@ -8,9 +8,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use tokio::net::TcpListener;
+
 use crate::api::{app, AppState};
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::governor::Governor;
+use crate::listener::{ConnMeta, Gate, GuardedListener, Limits};
+use crate::persist::StateStore;
 use crate::policy::watch::PolicyWatcher;
 use crate::policy::{Overrides, PolicyError};
 use crate::sources::SourceFactory;
@@ -26,6 +30,15 @@ pub struct ServeConfig {
     pub overrides: Overrides,
     /// Where to listen.
     pub listen: SocketAddr,
+    /// A second listener that serves only `/healthz`, `/readyz` and `/metrics` (for probes
+    /// and scrapes that must keep working whatever the API port suffers).
+    pub probe_listen: Option<SocketAddr>,
+    /// Connection limits and timeouts of the API listener.
+    pub limits: Limits,
+    /// How long a shutdown waits for in-flight requests before closing every connection.
+    pub drain: Duration,
+    /// Where the control state is saved and resumed from (none: memory only).
+    pub state: Option<Arc<dyn StateStore>>,
 }
 
 /// Why the service could not run.
@@ -35,10 +48,12 @@ pub enum ServeError {
     #[error("initial policy: {0}")]
     Policy(#[from] PolicyError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({flag}): {source}")]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The flag it came from.
+        flag: &'static str,
         /// The error.
         #[source]
         source: std::io::Error,
@@ -48,9 +63,108 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-/// Runs until `shutdown` becomes true: loads the policy, serves HTTP, evaluates every
-/// `eval_period_s`, re-reads the policies every second. Calls `on_listening` with the bound
-/// address (port 0 picks a free one).
+/// Resolves once `rx` holds `true` (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, flag, source })
+}
+
+fn resume(governor: &mut Governor, store: &dyn StateStore, now: Millis) {
+    match store.load() {
+        Ok(Some(saved)) => {
+            let resumed = governor.restore(&saved, now);
+            tracing::info!(
+                state = %store.describe(),
+                hunts = resumed,
+                age_s = now.saturating_sub(saved.saved_at_ms) / 1000,
+                "resumed the saved control state"
+            );
+        }
+        Ok(None) => {
+            tracing::info!(state = %store.describe(), "no saved control state yet: every hunt starts at ratio 1.0");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "saved control state ignored: every hunt starts at ratio 1.0");
+        }
+    }
+}
+
+fn save(governor: &mut Governor, store: Option<&dyn StateStore>, now: Millis) {
+    let Some(store) = store else { return };
+    let Some(state) = governor.unsaved(now) else {
+        return;
+    };
+    match store.save(&state) {
+        Ok(()) => governor.record_save(true),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot save the control state (retried at the next evaluation)");
+            governor.record_save(false);
+        }
+    }
+}
+
+fn spawn_http(
+    listener: TcpListener,
+    gate: Gate,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let listener = GuardedListener::new(listener, gate);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<ConnMeta>(),
+        )
+        .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
+        .await
+    })
+}
+
+/// Waits for `server` to finish its graceful shutdown for at most `drain`, then kills every
+/// connection still open (a client that sent half a request, a response nobody reads).
+async fn drain(
+    server: &mut tokio::task::JoinHandle<std::io::Result<()>>,
+    gate: &Gate,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    let finished = match tokio::time::timeout(drain, &mut *server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                open = gate.open(),
+                drain_ms = drain.as_millis() as u64,
+                "drain deadline passed: closing the remaining connections"
+            );
+            gate.kill();
+            match tokio::time::timeout(KILL_GRACE, &mut *server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    server.abort();
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match finished {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Http(e)),
+        Err(e) => Err(ServeError::Http(std::io::Error::other(e))),
+    }
+}
+
+/// After the kill switch, how long connections get to notice before the server is dropped.
+pub const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown` becomes true: loads the policy, resumes the saved state, serves
+/// HTTP, evaluates every `eval_period_s`, re-reads the policies every second, saves the
+/// state after every evaluation that changed it. Calls `on_listening` with the bound API
+/// address (port 0 picks a free one). After `shutdown`, in-flight requests get
+/// `config.drain`; then every connection is closed.
 pub async fn serve(
     config: ServeConfig,
     clock: Arc<dyn Clock>,
@@ -65,25 +179,35 @@ pub async fn serve(
     };
     let now = clock.now_ms();
     let mut governor = Governor::new(policy, factory, now, now);
-    let state = AppState::new(governor.subscribe(), shutdown.clone());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    governor.set_ignored_files(watcher.ignored_files());
+    let store = config.state.clone();
+    if let Some(store) = &store {
+        resume(&mut governor, store.as_ref(), now);
+    }
+    let gate = Gate::new(config.limits);
+    // Both listeners report the API listener's connection counters.
+    let state =
+        AppState::new(governor.subscribe(), shutdown.clone()).with_conns(Arc::clone(&gate.stats));
+    let listener = bind(config.listen, "--listen").await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
-    tracing::info!(%local, policies = %config.policies.display(), "huntgate-governor listening");
-    on_listening(local);
-
-    let mut http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app(state))
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+    let probe_listener = match config.probe_listen {
+        Some(addr) => Some(bind(addr, "--probe-listen").await?),
+        None => None,
+    };
+    let mut server = spawn_http(listener, gate.clone(), state.clone(), shutdown.clone());
+    let probe = probe_listener.map(|l| {
+        let probe_gate = Gate::new(Limits {
+            max_connections: 0,
+            probe_timeout: config.limits.header_timeout,
+            ..config.limits
+        });
+        let probe_local = l.local_addr().ok();
+        tracing::info!(probe = ?probe_local, "probe listener (/healthz, /readyz, /metrics)");
+        let handle = spawn_http(l, probe_gate.clone(), state.clone(), shutdown.clone());
+        (handle, probe_gate)
     });
+    tracing::info!(%local, policies = %config.policies.display(), max_connections = config.limits.max_connections, "huntgate-governor listening");
+    on_listening(local);
 
     let mut stop = shutdown;
     let mut stop_mid_eval = stop.clone();
@@ -95,35 +219,47 @@ pub async fn serve(
     reload.tick().await; // the first tick is immediate and the policy is already loaded
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stopped(&mut stop) => break,
             _ = eval.tick() => {
                 // A shutdown does not wait for slow reads (they are cancelled).
                 tokio::select! {
                     _ = governor.evaluate(clock.now_ms()) => {}
-                    _ = stop_mid_eval.wait_for(|s| *s) => break,
+                    _ = stopped(&mut stop_mid_eval) => break,
                 }
+                save(&mut governor, store.as_deref(), clock.now_ms());
             }
             _ = reload.tick() => {
-                if let Some(result) = watcher.poll() {
+                let polled = watcher.poll();
+                governor.set_ignored_files(watcher.ignored_files());
+                if let Some(result) = polled {
                     let ok = result.is_ok();
-                    governor.apply_reload(result);
+                    governor.apply_reload(result, clock.now_ms());
                     if ok {
                         governor.evaluate(clock.now_ms()).await;
+                        save(&mut governor, store.as_deref(), clock.now_ms());
+                        // The grid continues from this evaluation, so steps stay exactly
+                        // one interval apart (see law::due).
                         if governor.policy().eval_period_ms != period {
                             period = governor.policy().eval_period_ms;
                             eval = tokio::time::interval(Duration::from_millis(period));
                             eval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                            eval.reset();
                         }
+                        eval.reset();
                     }
                 }
             }
         }
     }
-    tracing::info!("shutting down");
-    match server.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ServeError::Http(e)),
-        Err(e) => Err(ServeError::Http(std::io::Error::other(e))),
+    tracing::info!(
+        open_connections = gate.open(),
+        drain_ms = config.drain.as_millis() as u64,
+        "shutting down"
+    );
+    save(&mut governor, store.as_deref(), clock.now_ms());
+    let api = drain(&mut server, &gate, config.drain).await;
+    if let Some((mut handle, probe_gate)) = probe {
+        // The probe listener stopped accepting with the API one; its connections are short.
+        let _ = drain(&mut handle, &probe_gate, Duration::ZERO).await;
     }
+    api
 }

@@ -116,12 +116,78 @@ impl fmt::Display for SignalId {
 pub enum SignalStatus {
     /// A value read recently enough to act on.
     Fresh(f64),
+    /// Bound less than `stale_after_s` ago and not read successfully yet (the start-up
+    /// grace): the law holds the ratio, and `on_stale` does not apply yet.
+    Pending,
     /// No successful read within `stale_after_s`.
     Stale,
 }
 
 /// The signals the law sees at one tick. A bound signal missing here counts as stale.
 pub type Signals = BTreeMap<SignalId, SignalStatus>;
+
+/// Why the latest read of a signal failed, as a bounded label (`cause` of
+/// `huntgate_signal_error_cause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorCause {
+    /// The endpoint could not be reached, or the connection was lost.
+    Connect,
+    /// The read did not finish within `read_timeout_ms`.
+    Timeout,
+    /// The endpoint answered, but not with what was needed (e.g. no such topic).
+    Protocol,
+    /// The signal's configuration cannot work (e.g. `maxmemory 0` and no `capacity_bytes`).
+    Config,
+    /// The source returned a value that is not a finite number.
+    BadValue,
+}
+
+impl ErrorCause {
+    /// Every cause, in the order metrics list them.
+    pub const ALL: [ErrorCause; 5] = [
+        ErrorCause::Connect,
+        ErrorCause::Timeout,
+        ErrorCause::Protocol,
+        ErrorCause::Config,
+        ErrorCause::BadValue,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCause::Connect => "connect",
+            ErrorCause::Timeout => "timeout",
+            ErrorCause::Protocol => "protocol",
+            ErrorCause::Config => "config",
+            ErrorCause::BadValue => "bad_value",
+        }
+    }
+}
+
+/// One failed read: its cause class and the (redacted, truncated) message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    /// The class of the failure.
+    pub cause: ErrorCause,
+    /// What happened, for logs.
+    pub message: String,
+}
+
+impl ReadError {
+    /// An error of `cause` with `message`.
+    pub fn new(cause: ErrorCause, message: impl Into<String>) -> Self {
+        Self {
+            cause,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// One signal's read history.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,29 +196,36 @@ pub struct SignalHealth {
     pub last_value: Option<f64>,
     /// When it was read.
     pub last_ok_ms: Option<Millis>,
+    /// When the signal was bound (governor start, or the reload that bound it): a signal
+    /// never read is stale only `stale_after_s` after this (the start-up grace).
+    pub bound_ms: Millis,
     /// Whether the latest read succeeded.
     pub up: bool,
     /// The latest read error, if the latest read failed.
-    pub last_error: Option<String>,
+    pub last_error: Option<ReadError>,
     /// Failed reads since the governor started.
     pub errors_total: u64,
 }
 
 impl SignalHealth {
-    /// Whether the signal is stale at `now`: never read, or last read longer than
-    /// `stale_after_ms` ago.
+    /// Milliseconds since the last good read, or since the signal was bound if it was never
+    /// read.
+    pub fn age_ms(&self, now: Millis) -> Millis {
+        now.saturating_sub(self.last_ok_ms.unwrap_or(self.bound_ms))
+    }
+
+    /// Whether the signal is stale at `now`: no good read for longer than `stale_after_ms`
+    /// (a signal never read counts from when it was bound).
     pub fn is_stale(&self, now: Millis, stale_after_ms: Millis) -> bool {
-        match self.last_ok_ms {
-            Some(t) => now.saturating_sub(t) > stale_after_ms,
-            None => true,
-        }
+        self.age_ms(now) > stale_after_ms
     }
 
     /// The status the law sees.
     pub fn status(&self, now: Millis, stale_after_ms: Millis) -> SignalStatus {
         match self.last_value {
-            Some(v) if !self.is_stale(now, stale_after_ms) => SignalStatus::Fresh(v),
-            _ => SignalStatus::Stale,
+            _ if self.is_stale(now, stale_after_ms) => SignalStatus::Stale,
+            Some(v) => SignalStatus::Fresh(v),
+            None => SignalStatus::Pending,
         }
     }
 }
@@ -164,9 +237,28 @@ pub struct SignalBook {
 }
 
 impl SignalBook {
+    /// Tracks every signal of `bound` (new ones as bound at `now`) and forgets the others.
+    pub fn bind(&mut self, bound: &std::collections::BTreeSet<SignalId>, now: Millis) {
+        self.retain(bound);
+        for id in bound {
+            self.entries
+                .entry(id.clone())
+                .or_insert_with(|| SignalHealth {
+                    bound_ms: now,
+                    ..SignalHealth::default()
+                });
+        }
+    }
+
     /// Records one read: a value, or the error that prevented it.
-    pub fn record(&mut self, id: &SignalId, read: Result<f64, String>, now: Millis) {
-        let entry = self.entries.entry(id.clone()).or_default();
+    pub fn record(&mut self, id: &SignalId, read: Result<f64, ReadError>, now: Millis) {
+        let entry = self
+            .entries
+            .entry(id.clone())
+            .or_insert_with(|| SignalHealth {
+                bound_ms: now,
+                ..SignalHealth::default()
+            });
         match read {
             Ok(v) if v.is_finite() => {
                 entry.last_value = Some(v);
@@ -177,7 +269,10 @@ impl SignalBook {
             Ok(v) => {
                 entry.up = false;
                 entry.errors_total = entry.errors_total.saturating_add(1);
-                entry.last_error = Some(format!("non-finite value {v}"));
+                entry.last_error = Some(ReadError::new(
+                    ErrorCause::BadValue,
+                    format!("non-finite value {v}"),
+                ));
             }
             Err(e) => {
                 entry.up = false;
@@ -249,7 +344,11 @@ mod tests {
         let mut book = SignalBook::default();
         assert_eq!(book.statuses(0, 15_000).get(&id), None);
         book.record(&id, Ok(0.5), 1_000);
-        book.record(&id, Err("connection refused".into()), 6_000);
+        book.record(
+            &id,
+            Err(ReadError::new(ErrorCause::Connect, "connection refused")),
+            6_000,
+        );
         let h = book.get(&id).unwrap();
         assert!(!h.up);
         assert_eq!(h.errors_total, 1);
@@ -263,5 +362,31 @@ mod tests {
             book.statuses(18_000, 15_000).get(&id),
             Some(&SignalStatus::Fresh(0.25))
         );
+    }
+}
+
+#[cfg(test)]
+mod grace_tests {
+    use super::*;
+
+    /// Issue 11, defect 5: a signal never read was stale at the first evaluation (55 ms after
+    /// start), so `on_stale: overloaded` cut at once. It is pending for `stale_after_s`.
+    #[test]
+    fn never_read_signal_gets_startup_grace() {
+        let id = SignalId::parse("redis:main").unwrap();
+        let mut book = SignalBook::default();
+        book.bind(&[id.clone()].into_iter().collect(), 1_000);
+        let refused = || Err(ReadError::new(ErrorCause::Connect, "connection refused"));
+        book.record(&id, refused(), 1_055);
+        assert_eq!(book.statuses(1_055, 15_000)[&id], SignalStatus::Pending);
+        assert!(!book.get(&id).unwrap().is_stale(16_000, 15_000));
+        assert_eq!(book.get(&id).unwrap().age_ms(16_000), 15_000);
+        assert_eq!(book.statuses(16_000, 15_000)[&id], SignalStatus::Pending);
+        assert_eq!(book.statuses(16_001, 15_000)[&id], SignalStatus::Stale);
+        // A signal bound by a later reload gets its own grace.
+        let other = SignalId::parse("redis:other").unwrap();
+        book.bind(&[id.clone(), other.clone()].into_iter().collect(), 20_000);
+        assert_eq!(book.statuses(20_000, 15_000)[&other], SignalStatus::Pending);
+        assert_eq!(book.statuses(20_000, 15_000)[&id], SignalStatus::Stale);
     }
 }

@@ -25,7 +25,7 @@ use huntgate_governor::clock::secs;
 use huntgate_governor::governor::Governor;
 use huntgate_governor::law::{HuntSpec, Knobs};
 use huntgate_governor::policy::{Policy, RedisEndpoint};
-use huntgate_governor::signal::SignalId;
+use huntgate_governor::signal::{ErrorCause, ReadError, SignalId};
 use support::{which, NoSources};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -317,8 +317,13 @@ async fn shutdown_releases_long_polls() {
 async fn metrics_list_every_family() {
     let mut f = fixture();
     f.governor.evaluate_with(vec![(redis(), Ok(0.95))], 1_000);
-    f.governor
-        .evaluate_with(vec![(redis(), Err("connection refused".into()))], 6_000);
+    f.governor.evaluate_with(
+        vec![(
+            redis(),
+            Err(ReadError::new(ErrorCause::Connect, "connection refused")),
+        )],
+        6_000,
+    );
     let r = f
         .router
         .clone()
@@ -342,6 +347,11 @@ async fn metrics_list_every_family() {
         "huntgate_signal_stale{signal=\"redis:main\"} 0",
         "huntgate_signal_age_seconds{signal=\"redis:main\"} 5",
         "huntgate_signal_read_errors_total{signal=\"redis:main\"} 1",
+        "huntgate_signal_error_cause{signal=\"redis:main\",cause=\"connect\"} 1",
+        "huntgate_http_connections{pool=\"api\"} 0",
+        "huntgate_http_connections_rejected_total 0",
+        "huntgate_state_saves_total{result=\"success\"} 0",
+        "huntgate_policy_ignored_files 0",
         "huntgate_decisions_total{reason=\"redis_memory\"} 4",
         "huntgate_decisions_total{reason=\"pinned\"} 0",
         "huntgate_ratio_changes_total{reason=\"redis_memory\"} 2",

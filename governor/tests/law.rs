@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use huntgate_governor::clock::secs;
 use huntgate_governor::document::ThrottleDocument;
 use huntgate_governor::law::{
-    step, tick, Decision, HuntSpec, HuntState, Knobs, LawState, OnStale, Reason,
+    due, step, tick, Decision, HuntSpec, HuntState, Knobs, LawState, OnStale, Reason,
 };
 use huntgate_governor::policy::Policy;
 use huntgate_governor::signal::{SignalId, SignalStatus, Signals};
@@ -429,4 +429,99 @@ fn document_version_moves_only_on_change_or_reload() {
     assert_eq!(doc4.version, 103);
     assert_eq!(doc4.hunts["hunt-001"].limit, 45_000);
     assert_eq!(doc4.etag(), "\"103\"");
+}
+
+/// Evaluation times `k × period + jitter(k)` in ms: ticks land a millisecond early or late
+/// (`.649` / `.650` / `.652`), as the wall clock read at each tokio tick does.
+fn jittered(period_ms: u64, k: u64) -> u64 {
+    const T0: u64 = 1_800_000_000_650;
+    let jitter: [i64; 5] = [0, -1, 0, 2, -1];
+    let j = jitter[(k % 5) as usize];
+    (T0 + k * period_ms).saturating_add_signed(j)
+}
+
+/// Issue 11, defect 1: with ticks jittered by ±2 ms, cuts came 3, 3, 4, 3 s apart (a tick
+/// 1 ms early was refused). On the evaluation grid every step lands exactly on schedule.
+#[test]
+fn cut_lands_exactly_on_schedule_with_jittered_ticks() {
+    let mut hunt = spec(1000, vec![redis()]);
+    hunt.knobs.eval_period_ms = 1000;
+    hunt.knobs.cut_interval_ms = secs(3);
+    hunt.knobs.recover_interval_ms = secs(2);
+    hunt.knobs.stable_period_ms = secs(5);
+    hunt.knobs.min_ratio = 0.0;
+    hunt.knobs.cut_step = 0.05;
+    hunt.knobs.recover_step = 0.05;
+    let mut state = HuntState::default();
+    let mut changes: Vec<(u64, f64)> = Vec::new();
+    for k in 0..80 {
+        let memory = if k < 40 { 0.95 } else { 0.1 };
+        let (next, d) = step(
+            &state,
+            &hunt,
+            &fresh(&[(redis(), memory)]),
+            jittered(1000, k),
+        );
+        if d.changed {
+            changes.push((k, d.ratio));
+        }
+        state = next;
+    }
+    let cuts: Vec<u64> = changes
+        .iter()
+        .filter(|(k, _)| *k < 40)
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(
+        cuts,
+        (0..40).step_by(3).collect::<Vec<_>>(),
+        "a cut every 3rd evaluation"
+    );
+    // Calm from evaluation 40: the 5 s stable period ends at 45, then a step every 2.
+    let raises: Vec<u64> = changes
+        .iter()
+        .filter(|(k, _)| *k >= 40)
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(raises, (45..=71).step_by(2).collect::<Vec<_>>());
+    assert_eq!(state.ratio, 1.0);
+
+    // The demo's 1 s cuts with 1 s evaluations: every due cut is taken (10 of 10).
+    let mut demo = spec(1000, vec![redis()]);
+    demo.knobs.eval_period_ms = 1000;
+    demo.knobs.cut_interval_ms = secs(1);
+    demo.knobs.cut_step = 0.05;
+    let mut state = HuntState::default();
+    let mut cuts = 0;
+    for k in 0..10 {
+        let (next, d) = step(&state, &demo, &fresh(&[(redis(), 0.95)]), jittered(1000, k));
+        cuts += u32::from(d.changed);
+        state = next;
+    }
+    assert_eq!(cuts, 10);
+
+    // Production: 5 s evaluations, 30 s cuts: exactly 30 s apart, never 35.
+    let prod = spec(50_000, vec![redis()]);
+    let mut state = HuntState::default();
+    let mut at = Vec::new();
+    for k in 0..40 {
+        let (next, d) = step(&state, &prod, &fresh(&[(redis(), 0.95)]), jittered(5000, k));
+        if d.changed {
+            at.push(k);
+        }
+        state = next;
+    }
+    assert_eq!(at, vec![0, 6, 12, 18, 24, 30, 36]);
+}
+
+#[test]
+fn intervals_off_the_grid_land_on_the_next_evaluation() {
+    // 30 s with 7 s evaluations: due at 35 s (5 evaluations), never at 28 s.
+    assert!(!due(Some(0), 28_000, secs(30), 7000));
+    assert!(due(Some(0), 35_000 - 3, secs(30), 7000));
+    // Half a period of tolerance at most.
+    assert!(!due(Some(0), 2_499, secs(3), 1000));
+    assert!(due(Some(0), 2_500, secs(3), 1000));
+    assert!(due(None, 0, secs(3), 1000));
+    assert!(due(Some(5), 5, 0, 1000));
 }

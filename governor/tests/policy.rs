@@ -253,10 +253,11 @@ fn overrides_point_endpoints_elsewhere() {
         redis: vec![],
         kafka_brokers: Some("nope".into()),
     };
-    assert!(load_dir(dir.path(), &bad)
-        .unwrap_err()
-        .to_string()
-        .contains("kafka.brokers"));
+    let e = load_dir(dir.path(), &bad).unwrap_err().to_string();
+    assert!(
+        e.starts_with("--kafka (HUNTGATE_KAFKA): `nope` is not host:port"),
+        "the error names the flag the value came from: {e}"
+    );
 }
 
 #[test]
@@ -313,7 +314,7 @@ fn rejected_reload_keeps_last_good_policy() {
         message.contains("hunt-001.yaml: field `control.cut_step`"),
         "{message}"
     );
-    g.apply_reload(result);
+    g.apply_reload(result, secs(1));
     let snap = g.subscribe().borrow().clone();
     assert!(!snap.last_reload_ok);
     assert_eq!(snap.counters.reloads_failed, 1);
@@ -337,7 +338,7 @@ fn rejected_reload_keeps_last_good_policy() {
     );
 
     write(dir.path(), "hunts/hunt-001.yaml", "max_hunters: 60000\n");
-    g.apply_reload(w.poll().unwrap());
+    g.apply_reload(w.poll().unwrap(), secs(6));
     let before = g.document().version;
     g.evaluate_with(vec![(redis, Ok(0.95))], secs(10));
     assert!(g.document().version > before && before > v1);
@@ -429,4 +430,182 @@ fn cli_import_legacy_and_check() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hunt-007.yaml: field `max_hunters`"), "{err}");
+}
+
+/// Issue 11, defect 6: a Redis URL with a bad scheme was printed with its password, by
+/// `check` and in the live-edit ERROR log (both print this error).
+#[test]
+fn redis_url_password_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "defaults.yaml",
+        "redis: {main: {url: 'http://admin:s3cret@cache:6379/0'}}\n",
+    );
+    std::fs::create_dir_all(dir.path().join("hunts")).unwrap();
+    let e = error_of(dir.path());
+    assert!(!e.contains("s3cret"), "{e}");
+    assert!(
+        e.contains("field `redis.main.url`: `http://admin:***@cache:6379/0` is not a redis://"),
+        "{e}"
+    );
+    // From --redis: the error names the flag, not defaults.yaml.
+    write(
+        dir.path(),
+        "defaults.yaml",
+        "redis: {main: {url: 'redis://x'}}\n",
+    );
+    let o = Overrides {
+        redis: vec!["http://u:pw@x".parse().unwrap()],
+        kafka_brokers: None,
+    };
+    let e = load_dir(dir.path(), &o).unwrap_err().to_string();
+    assert!(!e.contains(":pw@"), "{e}");
+    assert!(
+        e.starts_with("--redis (HUNTGATE_REDIS): URL of Redis endpoint `main`"),
+        "{e}"
+    );
+}
+
+/// Issue 11, defect 6: a 200 KB value produced a 200 KB error line; a hunt file linked to
+/// /etc/passwd printed the file.
+#[test]
+fn huge_values_are_truncated_and_file_contents_never_echoed() {
+    let huge = "x".repeat(200_000);
+    let dir = dir_with(&[("hunt-001.yaml", &format!("max_hunters: '{huge}'\n"))]);
+    let e = error_of(dir.path());
+    assert!(e.len() < 600, "{} bytes", e.len());
+    assert!(e.contains("bytes)"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "defaults.yaml",
+        &format!("redis: {{main: {{url: 'http://{huge}'}}}}\n"),
+    );
+    std::fs::create_dir_all(dir.path().join("hunts")).unwrap();
+    assert!(error_of(dir.path()).len() < 600);
+
+    let dir = dir_with(&[]);
+    std::fs::create_dir_all(dir.path().join("hunts")).unwrap();
+    write(
+        dir.path(),
+        "passwd",
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/:/sbin/nologin\n",
+    );
+    std::os::unix::fs::symlink(
+        dir.path().join("passwd"),
+        dir.path().join("hunts/evil.yaml"),
+    )
+    .unwrap();
+    let e = error_of(dir.path());
+    assert!(
+        e.contains("evil.yaml: not a mapping of policy fields"),
+        "{e}"
+    );
+    assert!(!e.contains("root:"), "{e}");
+}
+
+#[test]
+fn inherited_values_say_where_they_came_from() {
+    let defaults = "max_hunters: 2000\nmin_hunters: 500\ncontrol: {redis_memory_low: 0.7}\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "defaults.yaml", defaults);
+    write(dir.path(), "hunts/small.yaml", "max_hunters: 100\n");
+    let e = error_of(dir.path());
+    assert!(
+        e.ends_with("small.yaml: field `max_hunters`: 100 is below min_hunters 500 (inherited from defaults.yaml)"),
+        "{e}"
+    );
+    write(
+        dir.path(),
+        "hunts/small.yaml",
+        "control: {redis_memory_high: 0.6}\n",
+    );
+    let e = error_of(dir.path());
+    assert!(
+        e.contains("field `control.redis_memory_high`: 0.6 is below redis_memory_low 0.7 (inherited from defaults.yaml)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn values_that_cannot_work_are_refused() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "control: {redis_memory_high: 1.5}",
+            "field `control.redis_memory_high`: 1.5 is outside (0, 1]",
+        ),
+        (
+            "redis: {main: {url: 'redis://'}}",
+            "field `redis.main.url`: `redis://` has no host",
+        ),
+        (
+            "redis: {main: {url: 'redis://h:99999'}}",
+            "port `99999` is not in 1-65535",
+        ),
+        (
+            "kafka: {brokers: 'h:99999'}",
+            "field `kafka.brokers`: `h:99999`: port `99999` is not in 1-65535",
+        ),
+        (
+            "signals: [redis:main, redis:main]\nredis: {main: {url: 'redis://h'}}",
+            "field `signals[1]`: `redis:main` is already listed as signals[0]",
+        ),
+        (
+            "max_hunters:",
+            "field `max_hunters`: no value, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "max_hunters: lots",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "control:\n  cut_stepp: 1",
+            "field `control.cut_stepp`: unknown field `cut_stepp`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "defaults.yaml", text);
+        std::fs::create_dir_all(dir.path().join("hunts")).unwrap();
+        let e = error_of(dir.path());
+        assert!(e.contains(needle), "{text}: {e}");
+        assert!(
+            !e.contains("u32") && !e.contains("struct Raw"),
+            "{text}: {e}"
+        );
+    }
+}
+
+#[test]
+fn accepted_and_ignored_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "defaults.yml", "max_hunters: 7\n");
+    write(dir.path(), "hunts/Hunt-A.YAML", "");
+    write(dir.path(), "hunts/sub/hunt-b.yaml", "");
+    write(dir.path(), "hunts/notes.txt", "");
+    write(dir.path(), "hunts/.hunt-c.yaml.swp", "");
+    let tree = huntgate_governor::policy::tree::PolicyTree::read(dir.path()).unwrap();
+    assert_eq!(tree.hunts.len(), 1);
+    assert_eq!(tree.ignored_files(), 2, "{:?}", tree.warnings);
+    assert!(
+        tree.warnings
+            .iter()
+            .any(|w| w.contains("sub: ignored (a sub-folder")),
+        "{:?}",
+        tree.warnings
+    );
+    let p = load_dir(dir.path(), &Overrides::default()).unwrap();
+    assert_eq!(p.hunts["hunt-a"].max_hunters, 7, "defaults.yml is accepted");
+    write(dir.path(), "defaults.yaml", "");
+    assert!(error_of(dir.path()).contains("both defaults.yaml and defaults.yml exist"));
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "defaults.yaml", "");
+    let tree = huntgate_governor::policy::tree::PolicyTree::read(dir.path()).unwrap();
+    assert!(
+        tree.warnings[0].contains("hunts: missing, so no hunt has a policy file"),
+        "{:?}",
+        tree.warnings
+    );
 }

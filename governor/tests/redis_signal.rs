@@ -145,7 +145,7 @@ async fn real_redis_memory_drives_the_ratio_and_staleness() {
     // on_stale: overloaded (a live policy change): the stale signal now cuts on schedule.
     let mut overloaded = policy;
     overloaded.hunts.get_mut("hunt-001").unwrap().knobs.on_stale = OnStale::Overloaded;
-    g.apply_reload(Ok(overloaded));
+    g.apply_reload(Ok(overloaded), T0 + secs(300));
     assert_eq!(eval(&mut g, 300).await, (0.7, Reason::SignalStale));
     assert_eq!(eval(&mut g, 325).await.0, 0.7);
     assert_eq!(eval(&mut g, 330).await, (0.6, Reason::SignalStale));
@@ -181,8 +181,9 @@ async fn capacity_bytes_when_maxmemory_is_zero() {
     assert!(
         nocap
             .last_error
-            .as_deref()
+            .as_ref()
             .unwrap()
+            .message
             .contains("no capacity_bytes"),
         "{nocap:?}"
     );

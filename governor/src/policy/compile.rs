@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::overrides::Overrides;
+use super::overrides::{Applied, Overrides};
 use super::raw::{RawControl, RawDefaults, RawHunt};
 use super::tree::{PolicyFile, PolicyTree};
 use super::{
@@ -19,11 +19,80 @@ use crate::signal::{is_plain_name, SignalId, MAX_NAME_LEN};
 /// Longest accepted duration field, in seconds (one day).
 const MAX_SECONDS: u64 = 86_400;
 
-/// Parses one YAML file into `T`, naming the field on error. An empty file is `{}`.
+/// Operator words for the parser's Rust ones.
+const PLAIN_WORDS: [(&str, &str); 12] = [
+    ("invalid type: unit value", "no value"),
+    (
+        "expected u32",
+        "expected a whole number from 0 to 4294967295",
+    ),
+    ("expected u64", "expected a whole number >= 0"),
+    ("expected f64", "expected a number"),
+    (
+        "expected struct RawDefaults",
+        "expected a mapping of defaults fields",
+    ),
+    (
+        "expected struct RawHunt",
+        "expected a mapping of hunt fields",
+    ),
+    (
+        "expected struct RawControl",
+        "expected a mapping of control knobs",
+    ),
+    ("expected struct RawRedis", "expected a mapping with `url`"),
+    (
+        "expected struct RawKafka",
+        "expected a mapping with `brokers`",
+    ),
+    ("expected enum OnStale", "expected `hold` or `overloaded`"),
+    ("invalid type: map", "a mapping"),
+    ("invalid type: sequence", "a list"),
+];
+
+/// A parser message as an operator reads it: redacted and truncated, Rust type names
+/// replaced, and without the field path the message repeats (`control: unknown field`
+/// under field `control.cut_stepp`).
+pub fn plain_problem(field: &str, problem: &str) -> String {
+    let mut p = crate::text::sanitize(problem);
+    if let Some((head, rest)) = p.split_once(": ") {
+        let repeats = !head.is_empty()
+            && (field == head
+                || field.starts_with(&format!("{head}."))
+                || field.starts_with(&format!("{head}[")));
+        if repeats {
+            p = rest.to_string();
+        }
+    }
+    for (rust, plain) in PLAIN_WORDS {
+        p = p.replace(rust, plain);
+    }
+    p
+}
+
+/// Parses one YAML file into `T`, naming the field on error. An empty file is `{}`. A file
+/// that is not a mapping (a link to some other file, say) is refused without echoing it.
 pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, PolicyError> {
-    let empty = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text)
-        .map(|v| v.is_null())
-        .unwrap_or(false);
+    use serde_yaml_ng::Value;
+    let value = serde_yaml_ng::from_str::<Value>(text);
+    let kind = match &value {
+        Ok(Value::Null) | Ok(Value::Mapping(_)) | Err(_) => None,
+        Ok(Value::String(_)) => Some("a text"),
+        Ok(Value::Sequence(_)) => Some("a list"),
+        Ok(Value::Number(_)) => Some("a number"),
+        Ok(Value::Bool(_)) => Some("true or false"),
+        Ok(Value::Tagged(_)) => Some("a tagged value"),
+    };
+    if let Some(kind) = kind {
+        return Err(PolicyError::File {
+            file: file.to_path_buf(),
+            problem: format!(
+                "not a mapping of policy fields: the file holds {kind} of {} bytes (its content is not shown)",
+                text.len()
+            ),
+        });
+    }
+    let empty = matches!(&value, Ok(Value::Null));
     let text = if empty { "{}" } else { text };
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -32,21 +101,67 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Pol
         if field == "." || field.is_empty() {
             PolicyError::File {
                 file: file.to_path_buf(),
-                problem,
+                problem: plain_problem("", &problem),
             }
         } else {
             PolicyError::Field {
                 file: file.to_path_buf(),
+                problem: plain_problem(&field, &problem),
                 field,
-                problem,
             }
         }
     })
 }
 
+/// Checks a Redis URL: `redis://[user:password@]HOST[:PORT][/DB]`, `rediss://…`, or
+/// `unix:///PATH` (`redis+unix://`). The message echoes the URL redacted.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    let shown = crate::text::echo(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "`{shown}` is not a URL: expected redis://HOST[:PORT][/DB], rediss://... or unix:///PATH"
+        ));
+    };
+    match scheme {
+        "redis" | "rediss" => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let (host, port) = match hostport.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((h, tail)) => (h, tail.strip_prefix(':')),
+                    None => ("", None),
+                },
+                None => match hostport.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (hostport, None),
+                },
+            };
+            if host.is_empty() {
+                return Err(format!("`{shown}` has no host"));
+            }
+            if let Some(p) = port {
+                if !p.parse::<u16>().is_ok_and(|n| n > 0) {
+                    return Err(format!(
+                        "`{shown}`: port `{}` is not in 1-65535",
+                        crate::text::echo(p)
+                    ));
+                }
+            }
+            Ok(())
+        }
+        "unix" | "redis+unix" if !rest.trim_start_matches('/').is_empty() => Ok(()),
+        "unix" | "redis+unix" => Err(format!("`{shown}` has no socket path")),
+        _ => Err(format!(
+            "`{shown}` is not a redis://, rediss:// or unix:// URL"
+        )),
+    }
+}
+
 /// Field checks for one file.
 struct Check<'a> {
     file: &'a Path,
+    /// Where unset fields come from (defaults.yaml, for a hunt file).
+    base: Option<&'a Path>,
 }
 
 impl Check<'_> {
@@ -83,7 +198,8 @@ impl Check<'_> {
         s: &str,
         defaults: &RawDefaults,
     ) -> Result<SignalId, PolicyError> {
-        let id = SignalId::parse(s).map_err(|e| self.err(field, e.to_string()))?;
+        let id = SignalId::parse(s)
+            .map_err(|e| self.err(field, crate::text::sanitize(&e.to_string())))?;
         match &id {
             SignalId::Redis { name } if !defaults.redis.contains_key(name) => {
                 let known: Vec<&str> = defaults.redis.keys().map(String::as_str).collect();
@@ -116,9 +232,13 @@ impl Check<'_> {
         let mut out: Vec<SignalId> = Vec::new();
         for (i, s) in list.iter().enumerate() {
             let id = self.signal(&format!("{field}[{i}]"), s, defaults)?;
-            if !out.contains(&id) {
-                out.push(id);
+            if let Some(first) = out.iter().position(|x| *x == id) {
+                return Err(self.err(
+                    format!("{field}[{i}]"),
+                    format!("`{id}` is already listed as {field}[{first}]"),
+                ));
             }
+            out.push(id);
         }
         Ok(out)
     }
@@ -145,22 +265,10 @@ impl Check<'_> {
             k.min_ratio = self.fraction("control.min_ratio", v, true)?;
         }
         if let Some(v) = raw.redis_memory_high {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(self.err(
-                    "control.redis_memory_high",
-                    format!("{v} must be a fraction > 0"),
-                ));
-            }
-            k.redis_memory_high = v;
+            k.redis_memory_high = self.fraction("control.redis_memory_high", v, false)?;
         }
         if let Some(v) = raw.redis_memory_low {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(self.err(
-                    "control.redis_memory_low",
-                    format!("{v} must be a fraction >= 0"),
-                ));
-            }
-            k.redis_memory_low = v;
+            k.redis_memory_low = self.fraction("control.redis_memory_low", v, true)?;
         }
         if let Some(v) = raw.kafka_lag_high {
             k.kafka_lag_high = v as f64;
@@ -171,43 +279,108 @@ impl Check<'_> {
         if let Some(v) = raw.on_stale {
             k.on_stale = v;
         }
+        let why = "the recovery threshold must not exceed the overload threshold";
         if k.redis_memory_low > k.redis_memory_high {
-            return Err(self.err(
-                "control.redis_memory_low",
-                format!(
-                    "{} is above redis_memory_high {} (the recovery threshold must not exceed the overload threshold)",
-                    k.redis_memory_low, k.redis_memory_high
-                ),
-            ));
+            return Err(if raw.redis_memory_low.is_none() {
+                self.err(
+                    "control.redis_memory_high",
+                    format!(
+                        "{} is below redis_memory_low {}{} ({why})",
+                        k.redis_memory_high,
+                        k.redis_memory_low,
+                        self.origin(false)
+                    ),
+                )
+            } else {
+                self.err(
+                    "control.redis_memory_low",
+                    format!(
+                        "{} is above redis_memory_high {}{} ({why})",
+                        k.redis_memory_low,
+                        k.redis_memory_high,
+                        self.origin(raw.redis_memory_high.is_some())
+                    ),
+                )
+            });
         }
         if k.kafka_lag_low > k.kafka_lag_high {
-            return Err(self.err(
-                "control.kafka_lag_low",
-                format!(
-                    "{} is above kafka_lag_high {} (the recovery threshold must not exceed the overload threshold)",
-                    k.kafka_lag_low, k.kafka_lag_high
-                ),
-            ));
+            return Err(if raw.kafka_lag_low.is_none() {
+                self.err(
+                    "control.kafka_lag_high",
+                    format!(
+                        "{} is below kafka_lag_low {}{} ({why})",
+                        k.kafka_lag_high,
+                        k.kafka_lag_low,
+                        self.origin(false)
+                    ),
+                )
+            } else {
+                self.err(
+                    "control.kafka_lag_low",
+                    format!(
+                        "{} is above kafka_lag_high {}{} ({why})",
+                        k.kafka_lag_low,
+                        k.kafka_lag_high,
+                        self.origin(raw.kafka_lag_high.is_some())
+                    ),
+                )
+            });
         }
         Ok(k)
     }
 
-    fn hunters(&self, max_hunters: u32, min_hunters: u32) -> Result<(), PolicyError> {
+    /// " inherited from defaults.yaml" when a value was not set in this file.
+    fn origin(&self, set_here: bool) -> String {
+        match (set_here, self.base) {
+            (false, Some(base)) => format!(
+                " (inherited from {})",
+                base.file_name().map_or_else(
+                    || base.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// max_hunters ≥ 1 and min_hunters ≤ max_hunters; `*_here`: whether this file set it.
+    /// The error names a field that this file sets, and says where the other came from.
+    fn hunters(
+        &self,
+        (max_hunters, max_here): (u32, bool),
+        (min_hunters, min_here): (u32, bool),
+    ) -> Result<(), PolicyError> {
         if max_hunters == 0 {
             return Err(self.err("max_hunters", "must be at least 1"));
         }
         if min_hunters > max_hunters {
+            if max_here && !min_here {
+                return Err(self.err(
+                    "max_hunters",
+                    format!(
+                        "{max_hunters} is below min_hunters {min_hunters}{}",
+                        self.origin(false)
+                    ),
+                ));
+            }
             return Err(self.err(
                 "min_hunters",
-                format!("{min_hunters} is above max_hunters {max_hunters}"),
+                format!(
+                    "{min_hunters} is above max_hunters {max_hunters}{}",
+                    self.origin(max_here)
+                ),
             ));
         }
         Ok(())
     }
 }
 
-fn compile_defaults(file: &Path, raw: &RawDefaults) -> Result<Policy, PolicyError> {
-    let c = Check { file };
+fn compile_defaults(
+    file: &Path,
+    raw: &RawDefaults,
+    applied: &Applied,
+) -> Result<Policy, PolicyError> {
+    let c = Check { file, base: None };
     let eval_period_s = c.seconds(
         "eval_period_s",
         raw.eval_period_s.unwrap_or(DEFAULT_EVAL_PERIOD_S),
@@ -228,7 +401,7 @@ fn compile_defaults(file: &Path, raw: &RawDefaults) -> Result<Policy, PolicyErro
     }
     let max_hunters = raw.max_hunters.unwrap_or(DEFAULT_MAX_HUNTERS);
     let min_hunters = raw.min_hunters.unwrap_or(0);
-    c.hunters(max_hunters, min_hunters)?;
+    c.hunters((max_hunters, true), (min_hunters, true))?;
 
     let mut redis = BTreeMap::new();
     for (name, endpoint) in &raw.redis {
@@ -239,17 +412,15 @@ fn compile_defaults(file: &Path, raw: &RawDefaults) -> Result<Policy, PolicyErro
                 "an endpoint name is 1-64 characters of [A-Za-z0-9._-]",
             ));
         }
-        let url_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|p| endpoint.url.starts_with(p));
-        if !url_ok {
-            return Err(c.err(
-                format!("{field}.url"),
-                format!(
-                    "`{}` is not a redis://, rediss:// or unix:// URL",
-                    endpoint.url
-                ),
-            ));
+        if let Err(problem) = check_redis_url(&endpoint.url) {
+            return Err(if applied.redis.contains(name) {
+                PolicyError::Flag {
+                    flag: "--redis (HUNTGATE_REDIS)".into(),
+                    problem: format!("URL of Redis endpoint `{name}`: {problem}"),
+                }
+            } else {
+                c.err(format!("{field}.url"), problem)
+            });
         }
         if endpoint.capacity_bytes == Some(0) {
             return Err(c.err(format!("{field}.capacity_bytes"), "must be at least 1"));
@@ -264,14 +435,27 @@ fn compile_defaults(file: &Path, raw: &RawDefaults) -> Result<Policy, PolicyErro
     }
     let kafka = match &raw.kafka {
         Some(k) => {
-            validate_brokers(&k.brokers).map_err(|p| c.err("kafka.brokers", p))?;
+            validate_brokers(&k.brokers).map_err(|p| {
+                if applied.kafka {
+                    PolicyError::Flag {
+                        flag: "--kafka (HUNTGATE_KAFKA)".into(),
+                        problem: p,
+                    }
+                } else {
+                    c.err("kafka.brokers", p)
+                }
+            })?;
             Some(KafkaCluster {
                 brokers: k.brokers.clone(),
             })
         }
         None => None,
     };
-    let knobs = c.knobs(&Knobs::default(), &raw.control)?;
+    let base = Knobs {
+        eval_period_ms: secs(eval_period_s),
+        ..Knobs::default()
+    };
+    let knobs = c.knobs(&base, &raw.control)?;
     let signals = c.signals("signals", &raw.signals, raw)?;
     Ok(Policy {
         eval_period_ms: secs(eval_period_s),
@@ -299,11 +483,18 @@ pub fn validate_brokers(brokers: &str) -> Result<(), String> {
     }
     for b in brokers.split(',') {
         let b = b.trim();
-        let ok = b.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !ok {
-            return Err(format!("`{b}` is not host:port"));
+        let shown = crate::text::echo(b);
+        let Some((host, port)) = b.rsplit_once(':') else {
+            return Err(format!("`{shown}` is not host:port"));
+        };
+        if host.is_empty() {
+            return Err(format!("`{shown}` has no host"));
+        }
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!(
+                "`{shown}`: port `{}` is not in 1-65535",
+                crate::text::echo(port)
+            ));
         }
     }
     Ok(())
@@ -312,6 +503,7 @@ pub fn validate_brokers(brokers: &str) -> Result<(), String> {
 fn compile_hunt(
     file: &PolicyFile,
     defaults: &RawDefaults,
+    defaults_path: &Path,
     base: &Policy,
 ) -> Result<(String, HuntSpec), PolicyError> {
     let stem = file
@@ -322,14 +514,21 @@ fn compile_hunt(
     let hunt = huntgate_core::hunt_id::normalize_hunt_id(stem).map_err(|_| PolicyError::File {
         file: file.path.clone(),
         problem: format!(
-            "the file name `{stem}` is not a hunt id (1-64 characters of [A-Za-z0-9._-])"
+            "the file name `{}` is not a hunt id (1-64 characters of [A-Za-z0-9._-])",
+            crate::text::echo(stem)
         ),
     })?;
     let raw: RawHunt = parse_yaml(&file.path, &file.text)?;
-    let c = Check { file: &file.path };
+    let c = Check {
+        file: &file.path,
+        base: Some(defaults_path),
+    };
     let max_hunters = raw.max_hunters.unwrap_or(base.default.max_hunters);
     let min_hunters = raw.min_hunters.unwrap_or(base.default.min_hunters);
-    c.hunters(max_hunters, min_hunters)?;
+    c.hunters(
+        (max_hunters, raw.max_hunters.is_some()),
+        (min_hunters, raw.min_hunters.is_some()),
+    )?;
     let signals = match &raw.signals {
         Some(list) => c.signals("signals", list, defaults)?,
         None => base.default.signals.clone(),
@@ -355,8 +554,8 @@ fn compile_hunt(
 pub fn compile(tree: &PolicyTree, overrides: &Overrides) -> Result<Policy, PolicyError> {
     let defaults_path = &tree.defaults.path;
     let mut defaults: RawDefaults = parse_yaml(defaults_path, &tree.defaults.text)?;
-    overrides.apply(&mut defaults);
-    let mut policy = compile_defaults(defaults_path, &defaults)?;
+    let applied = overrides.apply(&mut defaults);
+    let mut policy = compile_defaults(defaults_path, &defaults, &applied)?;
     if tree.hunts.len() > MAX_HUNTS {
         return Err(PolicyError::File {
             file: defaults_path
@@ -370,7 +569,7 @@ pub fn compile(tree: &PolicyTree, overrides: &Overrides) -> Result<Policy, Polic
         });
     }
     for file in &tree.hunts {
-        let (hunt, spec) = compile_hunt(file, &defaults, &policy)?;
+        let (hunt, spec) = compile_hunt(file, &defaults, defaults_path, &policy)?;
         if policy.hunts.insert(hunt.clone(), spec).is_some() {
             return Err(PolicyError::File {
                 file: file.path.clone(),

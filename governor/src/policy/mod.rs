@@ -23,6 +23,8 @@ pub use overrides::{Overrides, RedisOverride};
 
 /// Name of the defaults file inside the policy directory.
 pub const DEFAULTS_FILE: &str = "defaults.yaml";
+/// The other accepted name of the defaults file (not both at once).
+pub const DEFAULTS_FILE_YML: &str = "defaults.yml";
 /// Name of the per-hunt directory inside the policy directory.
 pub const HUNTS_DIR: &str = "hunts";
 /// Most hunts a policy may govern: bounds the `hunt` label of the per-hunt metrics and the
@@ -134,6 +136,14 @@ pub enum PolicyError {
         file: PathBuf,
         /// Dotted path of the field (`control.cut_step`, `signals[1]`).
         field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A value given on the command line or in the environment is wrong.
+    #[error("{flag}: {problem}")]
+    Flag {
+        /// The flag and its environment variable, e.g. `--redis (HUNTGATE_REDIS)`.
+        flag: String,
         /// What is wrong.
         problem: String,
     },

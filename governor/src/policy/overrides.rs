@@ -49,14 +49,18 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Applies the overrides to a parsed defaults.yaml.
-    pub fn apply(&self, raw: &mut RawDefaults) {
+    /// Applies the overrides to a parsed defaults.yaml; returns what they replaced, so an
+    /// error in an overridden value names the flag, not defaults.yaml.
+    pub fn apply(&self, raw: &mut RawDefaults) -> Applied {
+        let mut applied = Applied::default();
         for o in &self.redis {
             match &o.name {
                 Some(name) => {
                     raw.redis.entry(name.clone()).or_default().url = o.url.clone();
+                    applied.redis.insert(name.clone());
                 }
                 None if raw.redis.is_empty() => {
+                    applied.redis.insert(DEFAULT_REDIS_NAME.to_string());
                     raw.redis.insert(
                         DEFAULT_REDIS_NAME.to_string(),
                         RawRedis {
@@ -66,8 +70,9 @@ impl Overrides {
                     );
                 }
                 None => {
-                    for endpoint in raw.redis.values_mut() {
+                    for (name, endpoint) in raw.redis.iter_mut() {
                         endpoint.url = o.url.clone();
+                        applied.redis.insert(name.clone());
                     }
                 }
             }
@@ -76,6 +81,17 @@ impl Overrides {
             raw.kafka = Some(RawKafka {
                 brokers: brokers.clone(),
             });
+            applied.kafka = true;
         }
+        applied
     }
+}
+
+/// What [`Overrides::apply`] replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Redis endpoints whose URL came from `--redis`.
+    pub redis: std::collections::BTreeSet<String>,
+    /// Whether `kafka.brokers` came from `--kafka`.
+    pub kafka: bool,
 }

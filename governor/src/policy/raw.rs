@@ -3,35 +3,69 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::law::OnStale;
+
+/// An optional field that, when written, must have a value: `max_hunters:` with nothing
+/// after it is an error ("no value"), not the default.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
 
 /// `policies/defaults.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RawDefaults {
     /// Seconds between evaluations of the control law (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub eval_period_s: Option<u64>,
     /// Seconds a proxy may consider a throttle document fresh (`ttl_s`, default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl_s: Option<u64>,
     /// A signal with no successful read for longer than this is stale (default 15).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stale_after_s: Option<u64>,
     /// Time limit of one signal read, in milliseconds (default 2000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub read_timeout_ms: Option<u64>,
     /// max_hunters of hunts whose file does not set it (default 2000, the legacy cap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_hunters: Option<u32>,
     /// min_hunters of hunts whose file does not set it (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_hunters: Option<u32>,
     /// Whether `default_ratio` (hunts without a file) follows the law over `signals`
     /// (default true); false keeps it at 1.0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub govern_unlisted: Option<bool>,
     /// Signals that govern every hunt whose file has no `signals` of its own, and
     /// `default_ratio`: `redis:NAME` or `kafka:GROUP/TOPIC`.
@@ -41,7 +75,11 @@ pub struct RawDefaults {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub redis: BTreeMap<String, RawRedis>,
     /// The Kafka cluster whose consumer lag `kafka:GROUP/TOPIC` signals read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kafka: Option<RawKafka>,
     /// Control knobs for every hunt (each may be overridden per hunt).
     #[serde(default, skip_serializing_if = "RawControl::is_empty")]
@@ -55,7 +93,11 @@ pub struct RawRedis {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
     /// Capacity in bytes used when the server's `maxmemory` is 0 (unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_bytes: Option<u64>,
 }
 
@@ -72,37 +114,81 @@ pub struct RawKafka {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RawControl {
     /// Ratio removed per cut, in (0, 1] (default 0.10 = 10 % of max_hunters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cut_step: Option<f64>,
     /// Least seconds between two cuts (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cut_interval_s: Option<u64>,
     /// Ratio added per recovery step, in (0, 1] (default 0.05).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recover_step: Option<f64>,
     /// Least seconds between two recovery steps (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recover_interval_s: Option<u64>,
     /// Seconds every signal must stay calm before recovery starts (default 60).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stable_period_s: Option<u64>,
     /// Lowest ratio the law sets, in [0, 1] (default 0.10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_ratio: Option<f64>,
     /// Redis memory fraction above which a hunt is overloaded (default 0.80).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub redis_memory_high: Option<f64>,
     /// Redis memory fraction below which Redis is calm (default 0.70).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub redis_memory_low: Option<f64>,
     /// Kafka lag in messages above which a hunt is overloaded (default 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kafka_lag_high: Option<u64>,
     /// Kafka lag in messages below which Kafka is calm (default 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kafka_lag_low: Option<u64>,
     /// What a stale signal does: `hold` (default) or `overloaded`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub on_stale: Option<OnStale>,
 }
 
@@ -118,18 +204,34 @@ impl RawControl {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RawHunt {
     /// The hunt's full capacity (default: `max_hunters` of defaults.yaml).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_hunters: Option<u32>,
     /// Floor on the enforced limit, in hunters (default: defaults.yaml `min_hunters`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_hunters: Option<u32>,
     /// Signals that govern this hunt, replacing defaults.yaml `signals`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signals: Option<Vec<String>>,
     /// Knob overrides for this hunt.
     #[serde(default, skip_serializing_if = "RawControl::is_empty")]
     pub control: RawControl,
     /// Operator pin: a fixed ratio in [0, 1] (reason `pinned`); remove it to hand back to the law.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pin_ratio: Option<f64>,
 }

@@ -15,6 +15,8 @@ pub struct PolicyWatcher {
     overrides: Overrides,
     /// Fingerprint of the last tree reported, or the text of the last read error.
     last: Option<Result<u64, String>>,
+    /// Warnings of the latest read (ignored files, a missing `hunts/`).
+    warnings: Vec<String>,
 }
 
 impl PolicyWatcher {
@@ -24,7 +26,21 @@ impl PolicyWatcher {
             dir,
             overrides,
             last: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// Warnings of the latest read: ignored files and a missing `hunts/`.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Files the latest read ignored.
+    pub fn ignored_files(&self) -> usize {
+        self.warnings
+            .iter()
+            .filter(|w| w.contains(": ignored ("))
+            .count()
     }
 
     /// The watched directory.
@@ -38,6 +54,12 @@ impl PolicyWatcher {
     pub fn poll(&mut self) -> Option<Result<Policy, PolicyError>> {
         match PolicyTree::read(&self.dir) {
             Ok(tree) => {
+                if tree.warnings != self.warnings {
+                    for w in &tree.warnings {
+                        tracing::warn!("policy directory: {w}");
+                    }
+                    self.warnings = tree.warnings.clone();
+                }
                 let fp = tree.fingerprint();
                 if self.last == Some(Ok(fp)) {
                     return None;

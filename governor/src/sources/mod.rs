@@ -16,7 +16,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::policy::Policy;
-use crate::signal::SignalId;
+use crate::signal::{ErrorCause, ReadError, SignalId};
+use crate::text::sanitize;
 
 /// A boxed read in flight.
 pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<f64, SourceError>> + Send + 'a>>;
@@ -51,6 +52,25 @@ impl SourceError {
             self,
             Self::Connect(_) | Self::Timeout(_) | Self::Protocol(_)
         )
+    }
+}
+
+impl SourceError {
+    /// The bounded cause label of this error.
+    pub fn cause(&self) -> ErrorCause {
+        match self {
+            Self::Connect(_) => ErrorCause::Connect,
+            Self::Timeout(_) => ErrorCause::Timeout,
+            Self::Protocol(_) => ErrorCause::Protocol,
+            Self::Config(_) => ErrorCause::Config,
+        }
+    }
+}
+
+impl From<SourceError> for ReadError {
+    /// Keeps the cause; the message is redacted (credentials in URLs) and truncated.
+    fn from(e: SourceError) -> Self {
+        ReadError::new(e.cause(), sanitize(&e.to_string()))
     }
 }
 
@@ -143,7 +163,7 @@ impl SourceSet {
     }
 
     /// Reads every source concurrently, each within `timeout_ms`.
-    pub async fn read_all(&self, timeout_ms: u64) -> Vec<(SignalId, Result<f64, String>)> {
+    pub async fn read_all(&self, timeout_ms: u64) -> Vec<(SignalId, Result<f64, ReadError>)> {
         let reads = self.entries.iter().map(|(id, entry)| async move {
             let result = match &entry.source {
                 Ok(source) => {
@@ -156,7 +176,7 @@ impl SourceSet {
                 }
                 Err(e) => Err(e.clone()),
             };
-            (id.clone(), result.map_err(|e| e.to_string()))
+            (id.clone(), result.map_err(ReadError::from))
         });
         join_all(reads).await
     }

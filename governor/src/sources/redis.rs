@@ -26,26 +26,40 @@ impl RedisMemorySource {
 
     async fn read_info(&self) -> Result<f64, SourceError> {
         let mut guard = self.conn.lock().await;
-        let conn = match guard.as_mut() {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| SourceError::Connect(e.to_string()))?;
-                guard.insert(conn)
-            }
-        };
-        let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(conn).await;
-        match info {
-            Ok(text) => memory_fraction(&text, self.capacity_bytes),
-            Err(e) => {
-                // Reconnect on the next read.
-                *guard = None;
-                Err(SourceError::Connect(e.to_string()))
+        // A connection kept from an earlier read may have died with the server: then the
+        // read reconnects at once, so the error reported is the real cause ("connection
+        // refused"), not the stale connection's "broken pipe".
+        let reused = guard.is_some();
+        for attempt in 0..2 {
+            let conn = match guard.as_mut() {
+                Some(conn) => conn,
+                None => {
+                    let conn = self
+                        .client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .map_err(|e| SourceError::Connect(e.to_string()))?;
+                    guard.insert(conn)
+                }
+            };
+            let info: Result<String, redis::RedisError> =
+                redis::cmd("INFO").arg("memory").query_async(conn).await;
+            match info {
+                Ok(text) => return memory_fraction(&text, self.capacity_bytes),
+                Err(e) => {
+                    *guard = None;
+                    let lost = e.is_io_error() || e.is_connection_dropped();
+                    if !(lost && reused && attempt == 0) {
+                        return Err(if lost {
+                            SourceError::Connect(format!("connection lost: {e}"))
+                        } else {
+                            SourceError::Protocol(format!("INFO memory: {e}"))
+                        });
+                    }
+                }
             }
         }
+        Err(SourceError::Connect("connection lost".into()))
     }
 }
 
