@@ -93,6 +93,15 @@ class Registry:
             ["docker-registry", "serve", config],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        try:
+            self.wait_ready()
+        except BaseException:
+            # Not ready (or interrupted): stop it before giving up.
+            self.stop()
+            raise
+        ok(f"docker-registry ({self.version()}) serving on {self.addr}, pid {self.proc.pid}")
+
+    def wait_ready(self):
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
@@ -100,13 +109,12 @@ class Registry:
             try:
                 with urllib.request.urlopen(f"http://{self.addr}/v2/", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 fail(f"docker-registry not ready on {self.addr} in {READY_TIMEOUT_S}s:\n{self.tail()}")
             time.sleep(0.1)
-        ok(f"docker-registry ({self.version()}) serving on {self.addr}, pid {self.proc.pid}")
 
     def version(self):
         out = subprocess.run(["docker-registry", "--version"], capture_output=True, text=True)
@@ -173,9 +181,10 @@ def main():
     expected = {path: open(src, "rb").read() for path, src in key_values(args.expect).items()}
 
     with tempfile.TemporaryDirectory(prefix="huntgate-oci-") as tmp:
-        registry = Registry(tmp)
-        # Ctrl-C and SIGTERM stop the registry too (via the finally below).
+        # Ctrl-C and SIGTERM stop the registry too (SystemExit/KeyboardInterrupt
+        # reach Registry's own cleanup while it starts, the finally below after).
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        registry = Registry(tmp)
         try:
             dest = f"docker://{registry.addr}/{args.repo}"
             run("skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
