@@ -44,14 +44,17 @@ oci: wasm
 	@echo "  WasmPlugin: url: oci://<registry>/$(OCI_REPO)@$$(cat $(OCI_OUT)/huntgate-wasm.digest)"
 	@echo "              (or a tag, with sha256: $$(cut -d: -f2 $(OCI_OUT)/huntgate-wasm.digest))"
 
-# Same input, same bytes: a second build into a temporary directory must give the same
-# digest and a byte-identical archive; then the registry round trip.
+# Same input, same bytes: a second build into a temporary directory, from a copy of the
+# module with another path and mtime, under another umask and time zone, must give the
+# same digest and a byte-identical archive; then the registry round trip.
 oci-check: oci packaging-tools
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	again=$$(scripts/oci-image.py --layout $$tmp/layout --archive $$tmp/image.oci.tar $(OCI_WASM_ARGS)) && \
+	cp $(WASM) $$tmp/copy.wasm && touch -d '2001-02-03 04:05:06' $$tmp/copy.wasm && \
+	again=$$(umask 077 && TZ=Pacific/Kiritimati scripts/oci-image.py --layout $$tmp/layout \
+		--archive $$tmp/image.oci.tar $(subst $(WASM):,$$tmp/copy.wasm:,$(OCI_WASM_ARGS))) && \
 	if [ "$$again" != "$$(cat $(OCI_OUT)/huntgate-wasm.digest)" ] || ! cmp -s $$tmp/image.oci.tar $(OCI_OUT)/huntgate-wasm.oci.tar; then \
 		echo "FAILED   reproducible: a second build gave $$again, not $$(cat $(OCI_OUT)/huntgate-wasm.digest)" >&2; exit 1; \
-	fi && echo "ok       reproducible: built twice, same digest $$again and identical archive"
+	fi && echo "ok       reproducible: built twice (a copy with another path and mtime, umask 077, another TZ): same digest $$again, identical archive"
 	scripts/check-oci.py --layout $(OCI_OUT)/huntgate-wasm --archive $(OCI_OUT)/huntgate-wasm.oci.tar \
 		--ref $(OCI_TAG) --repo $(OCI_REPO) --expect plugin.wasm=$(WASM) \
 		--annotation module.wasm.image/variant=compat
