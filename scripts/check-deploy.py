@@ -9,8 +9,9 @@
   K8S_VERSIONS;
 - Istio's kinds are validated against the openAPIV3Schema of their CRD in
   ../shared/schemas/istio-crd-all.gen.yaml, or, where that file is absent, the
-  vendored envoy/istio/schema/wasmplugin-v1alpha1.json (WasmPlugin only;
-  $HUNTGATE_ISTIO_CRDS names another CRD file), with
+  vendored copies in envoy/istio/schema/ (WasmPlugin, EnvoyFilter; checked
+  against the shared file when it is there; $HUNTGATE_ISTIO_CRDS names another
+  CRD file), with
   unknown fields refused where the schema does not preserve them (the API
   server would prune them: for us a typo);
 - any other kind fails: nothing unchecked ships;
@@ -36,11 +37,22 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CRDS = os.environ.get("HUNTGATE_ISTIO_CRDS") or os.path.join(ROOT, "..", "shared", "schemas", "istio-crd-all.gen.yaml")
-VENDORED = {("WasmPlugin", "v1alpha1"): os.path.join(ROOT, "envoy", "istio", "schema", "wasmplugin-v1alpha1.json")}
+VENDORED = {
+    ("WasmPlugin", "v1alpha1"): os.path.join(ROOT, "envoy", "istio", "schema", "wasmplugin-v1alpha1.json"),
+    ("EnvoyFilter", "v1alpha3"): os.path.join(ROOT, "envoy", "istio", "schema", "envoyfilter-v1alpha3.json"),
+}
 # The base's placeholder image digest (no registry serves it).
 ZERO_DIGEST = "sha256:" + "0" * 64
 # The oldest Kubernetes that current Istio releases support, and the newest schemas the wheel has.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
+
+
+def vendored():
+    schemas = {}
+    for key, path in VENDORED.items():
+        with open(path) as f:
+            schemas[key] = json.load(f)
+    return schemas
 
 
 def istio_schemas():
@@ -54,12 +66,13 @@ def istio_schemas():
                 kind = crd["spec"]["names"]["kind"]
                 for version in crd["spec"]["versions"]:
                     schemas[(kind, version["name"])] = version["schema"]["openAPIV3Schema"]
+        # The vendored copies (the fallback) must be these, unchanged.
+        for key, schema in vendored().items():
+            if schemas.get(key) != schema:
+                sys.exit(f"check-deploy: {os.path.relpath(VENDORED[key], ROOT)} differs from {key[0]} "
+                         f"{key[1]} in {SHARED_CRDS}: refresh it")
         return schemas, os.path.relpath(SHARED_CRDS, ROOT)
-    schemas = {}
-    for key, path in VENDORED.items():
-        with open(path) as f:
-            schemas[key] = json.load(f)
-    return schemas, "vendored " + ", ".join(os.path.relpath(p, ROOT) for p in VENDORED.values())
+    return vendored(), "vendored " + ", ".join(os.path.relpath(p, ROOT) for p in VENDORED.values())
 
 
 def strict(schema):
