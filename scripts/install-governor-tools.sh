@@ -39,3 +39,10 @@ else
     mkdir -p "$TANSU_ROOT"
     cargo install tansu --version '^0.6' --features libsql --locked --root "$TANSU_ROOT"
 fi
+
+# env.sh (written by scripts/install-tools.sh) puts $CACHE/bin on PATH: link tansu there so
+# `source ~/.cache/huntgate/env.sh` finds it too (the tests also look at $TANSU_ROOT).
+CACHE_BIN="${HUNTGATE_CACHE:-$HOME/.cache/huntgate}/bin"
+mkdir -p "$CACHE_BIN"
+ln -sfn "$TANSU_ROOT/bin/tansu" "$CACHE_BIN/tansu"
+echo "install-governor-tools: tansu linked at $CACHE_BIN/tansu (on PATH after sourcing env.sh)"

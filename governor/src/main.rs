@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use huntgate_governor::clock::SystemClock;
-use huntgate_governor::legacy::{import_legacy, LegacyTarget};
+use huntgate_governor::legacy::{check_output, import_legacy, LegacyTarget};
 use huntgate_governor::listener::{fd_budget, open_file_limit, Limits};
 use huntgate_governor::persist::{FileStore, StateStore};
 use huntgate_governor::policy::compile::compile;
@@ -141,9 +141,13 @@ struct ImportArgs {
     /// Write a `policies/hunts/<HUNT>.yaml` for this hunt instead of a defaults.yaml.
     #[arg(long)]
     hunt: Option<String>,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout (never the input; an existing file only with
+    /// --force; a hunt file must be named `<HUNT>.yaml`).
     #[arg(short = 'o', long = "output")]
     output: Option<PathBuf>,
+    /// Replace the -o file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 impl PolicyArgs {
@@ -285,10 +289,16 @@ fn import(args: &ImportArgs) -> Result<()> {
     let target = match &args.hunt {
         Some(h) => match huntgate_core::hunt_id::normalize_hunt_id(h) {
             Ok(id) => LegacyTarget::Hunt(id),
-            Err(_) => bail!("--hunt `{h}` is not a hunt id (1-64 characters of [A-Za-z0-9._-])"),
+            Err(_) => bail!(
+                "--hunt `{}` is not a hunt id (1-64 characters of [A-Za-z0-9._-])",
+                huntgate_governor::text::echo(h)
+            ),
         },
         None => LegacyTarget::Defaults,
     };
+    if let Some(out) = &args.output {
+        check_output(&args.file, out, &target, args.force)?;
+    }
     let policy = import_legacy(&text, &target).with_context(|| args.file.display().to_string())?;
     match &args.output {
         Some(out) => std::fs::write(out, policy)

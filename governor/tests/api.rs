@@ -212,6 +212,23 @@ async fn bad_wait_s_is_rejected() {
     }
 }
 
+/// Issue 11: `?wait_s=garbage` without `If-None-Match` answered 400, although the README
+/// says `wait_s` is then ignored. It is only validated when it would be used.
+#[tokio::test]
+async fn garbage_wait_s_without_if_none_match_is_ignored() {
+    let mut f = fixture();
+    f.governor.evaluate_with(vec![(redis(), Ok(0.1))], 0);
+    for tag in [None, Some("\"1\"")] {
+        let r = f
+            .router
+            .clone()
+            .oneshot(get("/v1/throttle?wait_s=garbage", tag))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{tag:?}");
+    }
+}
+
 /// A proxy waiting with the current version gets the new document as soon as the governor
 /// publishes one, not at the end of wait_s.
 #[tokio::test(start_paused = true)]

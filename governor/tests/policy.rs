@@ -609,3 +609,23 @@ fn accepted_and_ignored_file_names() {
         tree.warnings
     );
 }
+
+/// Issue 11: `session_ttl_s` and `retry_after_s` were reported as having "no huntgate
+/// equivalent", but the filter has `session_ttl_s` and `reject.retry_after_s`.
+#[test]
+fn import_legacy_prints_the_filter_snippet_for_session_ttl_and_retry_after() {
+    let legacy = "max_concurrent_hunters: 2000\nsession_ttl_s: 600\nretry_after_s: 15\nleaderboard_refresh_s: 5\n";
+    let out = import_legacy(legacy, &LegacyTarget::Defaults).unwrap();
+    assert!(
+        out.contains("#   {\"session_ttl_s\": 600, \"reject\": {\"retry_after_s\": 15}}\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(not converted): leaderboard_refresh_s\n"),
+        "{out}"
+    );
+    // The snippet is valid JSON.
+    let line = out.lines().find(|l| l.starts_with("#   {")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim_start_matches("#   ")).unwrap();
+    assert_eq!(v["reject"]["retry_after_s"], 15);
+}

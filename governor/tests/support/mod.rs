@@ -222,8 +222,10 @@ pub struct Tansu {
 impl Tansu {
     /// Starts `tansu broker` and waits until it accepts connections.
     pub fn start() -> Self {
-        let default =
-            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/huntgate/tansu/bin/tansu"));
+        let default = std::env::var_os("HOME")
+            .map(|h| Path::new(&h).join(".cache/huntgate/tansu/bin/tansu"))
+            .filter(|p| p.is_file())
+            .or_else(|| which("tansu"));
         let bin = tool("HUNTGATE_TANSU", default, "tansu");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
