@@ -297,3 +297,81 @@ fn wait_for_long_poll(addr: std::net::SocketAddr) {
         m.contains("huntgate_long_polls_waiting 1\n").then_some(())
     });
 }
+
+fn spawn_governor(
+    dir: &std::path::Path,
+    redis_url: &str,
+    addr: std::net::SocketAddr,
+    state: &std::path::Path,
+) -> ChildGuard {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_huntgate-governor"))
+        .arg("--policies")
+        .arg(dir)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--redis", redis_url, "--listen", &addr.to_string()])
+        .args(["--drain-timeout-s", "1", "--log", "warn"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ChildGuard::new("huntgate-governor", child)
+}
+
+fn ratio_of(addr: std::net::SocketAddr) -> Option<(f64, String)> {
+    let (status, _, body) = http_get(addr, "/v1/throttle", &[]);
+    if status != 200 {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let e = &doc["hunts"]["hunt-001"];
+    Some((e["ratio"].as_f64()?, e["reason"].as_str()?.to_string()))
+}
+
+/// The real binary (issue 11, defects 3 and 4): SIGTERM with a half-sent request still
+/// exits after the 1 s drain deadline, and a restart resumes the saved ratio while Redis is
+/// gone, instead of re-opening the hunt at 1.0.
+#[test]
+fn binary_drains_within_its_deadline_and_restart_resumes_the_ratio() {
+    use std::io::Write as _;
+    let mut redis = RedisServer::start("8mb");
+    let (dir, _) = policy_dir(&redis.url);
+    write(
+        dir.path(),
+        "defaults.yaml",
+        &DEFAULTS.replace("eval_period_s: 5", "eval_period_s: 1"),
+    );
+    let state = tempfile::tempdir().unwrap();
+    redis.fill_above(0.85);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut gov = spawn_governor(dir.path(), &redis.url, addr, state.path());
+    wait_until(Duration::from_secs(20), "the first cut", || {
+        std::net::TcpStream::connect(addr).ok()?;
+        ratio_of(addr).filter(|(r, _)| *r == 0.9)
+    });
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /v1/throttle HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let pid = i32::try_from(gov.pid()).unwrap();
+    let mut child = gov.take().unwrap();
+    let sent = std::time::Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_until(Duration::from_secs(30), "exit after SIGTERM", || {
+        child.try_wait().unwrap()
+    });
+    eprintln!(
+        "exited {:?} after SIGTERM with a half-sent request held",
+        sent.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+    drop(half);
+
+    redis.kill();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _gov = spawn_governor(dir.path(), &redis.url, addr, state.path());
+    let (ratio, reason) = wait_until(Duration::from_secs(20), "the restarted governor", || {
+        std::net::TcpStream::connect(addr).ok()?;
+        ratio_of(addr)
+    });
+    assert_eq!((ratio, reason.as_str()), (0.9, "redis_memory"));
+}
