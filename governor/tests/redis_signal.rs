@@ -331,6 +331,7 @@ fn ratio_of(addr: std::net::SocketAddr) -> Option<(f64, String)> {
 /// exits after the 1 s drain deadline, and a restart resumes the saved ratio while Redis is
 /// gone, instead of re-opening the hunt at 1.0.
 #[test]
+#[allow(clippy::disallowed_methods)] // the wall-clock drain time is printed, never asserted
 fn binary_drains_within_its_deadline_and_restart_resumes_the_ratio() {
     use std::io::Write as _;
     let mut redis = RedisServer::start("8mb");
