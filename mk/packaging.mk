@@ -95,7 +95,8 @@ oci-governor: packaging-tools
 	scripts/oci-image.py --layout $(OCI_OUT)/huntgate-governor --archive $(OCI_OUT)/huntgate-governor.oci.tar \
 		$(OCI_GOVERNOR_ARGS) > $(OCI_OUT)/huntgate-governor.digest
 	scripts/check-oci.py --layout $(OCI_OUT)/huntgate-governor --archive $(OCI_OUT)/huntgate-governor.oci.tar \
-		--ref $(OCI_TAG) --repo $(GOVERNOR_REPO) --expect huntgate-governor=$(GOVERNOR_MUSL) --user 65532:65532
+		--ref $(OCI_TAG) --repo $(GOVERNOR_REPO) --expect huntgate-governor=$(GOVERNOR_MUSL) --user 65532:65532 \
+		--run 'huntgate-governor --version'
 	@echo "huntgate-governor image: $(OCI_OUT)/huntgate-governor (layout), $(OCI_OUT)/huntgate-governor.oci.tar ($$(stat -c %s $(OCI_OUT)/huntgate-governor.oci.tar) bytes)"
 	@echo "digest: $$(cat $(OCI_OUT)/huntgate-governor.digest)"
 	@echo "  Deployment: image: <registry>/$(GOVERNOR_REPO)@$$(cat $(OCI_OUT)/huntgate-governor.digest)"

@@ -175,6 +175,7 @@ def main():
     p.add_argument("--expect", action="append", default=[], help="PATH=FILE: the layer's PATH equals FILE")
     p.add_argument("--annotation", action="append", default=[], help="KEY=VALUE the manifest must carry")
     p.add_argument("--user", help="the config's User")
+    p.add_argument("--run", help="PATH ARGS...: run the unpacked image's PATH with ARGS; it must exit 0")
     args = p.parse_args()
 
     digest = layout_digest(args.layout, args.ref)
@@ -235,6 +236,13 @@ def main():
             for path, want in expected.items():
                 with open(os.path.join(rootfs, path), "rb") as f:
                     check(f.read() == want, f"umoci-unpacked {path} equals the built file byte for byte")
+            if args.run:
+                # A static binary runs from the unpacked root as it would in the container.
+                path, *rest = args.run.split()
+                out = subprocess.run([os.path.join(rootfs, path.lstrip("/")), *rest],
+                                     capture_output=True, text=True, timeout=30)
+                check(out.returncode == 0,
+                      f"unpacked /{path.lstrip('/')} {' '.join(rest)} runs: {(out.stdout or out.stderr).strip()}")
         finally:
             registry.stop()
 
