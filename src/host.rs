@@ -39,6 +39,8 @@ pub enum MetricKind {
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
 pub enum Level {
+    /// Information.
+    Info = 2,
     /// Warning.
     Warn = 3,
     /// Error.

@@ -26,6 +26,7 @@ pub struct Metrics {
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
     fetch_failures_in_a_row: Option<u32>,
+    governor_up: Option<u32>,
     document_age_ms: Option<u32>,
     hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
     /// Hot-path (`session`) requests not yet added to the counter: the hot path
@@ -75,6 +76,7 @@ impl Metrics {
             fetch_ok: define(Counter, "huntgate_governor_fetch_ok"),
             fetch_failed: define(Counter, "huntgate_governor_fetch_failed"),
             fetch_failures_in_a_row: define(Gauge, "huntgate_governor_fetch_failures_in_a_row"),
+            governor_up: define(Gauge, "huntgate_governor_up"),
             document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
             hunt_gauges: HashMap::new(),
             pending_sessions: Cell::new(0),
@@ -121,13 +123,21 @@ impl Metrics {
     /// Counts a governor fetch that could not be dispatched.
     pub fn fetch_failed(&self) {
         bump(self.fetch_failed, 1);
+        set(self.governor_up, 0);
     }
 
-    /// Counts a governor fetch's result.
+    /// Counts a governor fetch's result; `huntgate_governor_up` is 1 after a
+    /// successful fetch, 0 after a failed one (and before the first).
     pub fn fetch_result(&self, result: &FetchResult, failures_in_a_row: u32) {
         match result {
-            FetchResult::Failed(_) => bump(self.fetch_failed, 1),
-            _ => bump(self.fetch_ok, 1),
+            FetchResult::Failed(_) => {
+                bump(self.fetch_failed, 1);
+                set(self.governor_up, 0);
+            }
+            _ => {
+                bump(self.fetch_ok, 1);
+                set(self.governor_up, 1);
+            }
         }
         set(self.fetch_failures_in_a_row, failures_in_a_row);
     }

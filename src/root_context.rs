@@ -137,13 +137,14 @@ impl Context for HuntgateRoot {
         }
         let failures = self.fetcher.consecutive_failures;
         if let FetchResult::Failed(why) = result {
-            // First failure, then once a minute of failures: no log flood while the governor is down.
-            if failures == 1 || failures % 60 == 0 {
-                host::log(
-                    Level::Warn,
-                    &format!("governor fetch failed ({failures} in a row): {why}"),
-                );
-            }
+            // Every failed fetch is logged (at most one per poll interval).
+            host::log(
+                Level::Warn,
+                &format!(
+                    "governor fetch from cluster `{}` failed ({failures} in a row): {why}",
+                    feed.cluster
+                ),
+            );
         }
         // A long poll goes out again now, not at the next tick: a change the
         // governor makes in between reaches this proxy at once.
@@ -160,6 +161,8 @@ impl RootContext for HuntgateRoot {
                 return false;
             }
         };
+        // `{"env": NAME}` secrets come from the VM's environment
+        // (vm_config.environment_variables), read through WASI.
         let config = match Config::from_json(&bytes) {
             Ok(config) => config,
             Err(e) => {
@@ -182,6 +185,19 @@ impl RootContext for HuntgateRoot {
         if let Err(e) = host::set_tick_period_ms(tick_ms) {
             host::log(Level::Error, &format!("cannot start the tick: {e}"));
             return false;
+        }
+        match &config.governor {
+            Some(feed) => host::log(
+                Level::Info,
+                &format!(
+                    "governor feed: cluster `{}`, path `{}`, every {} ms",
+                    feed.cluster, feed.path, feed.poll_interval_ms
+                ),
+            ),
+            None => host::log(
+                Level::Info,
+                "standalone: no governor; limits come from this configuration only",
+            ),
         }
         self.shared = Some(Rc::new(Shared {
             config,

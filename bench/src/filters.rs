@@ -111,7 +111,7 @@ pub fn huntgate_config(
                 feed.poll_interval_ms, feed.long_poll_s
             )
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| r#","standalone":true"#.to_string());
     format!(
         r#"{{"mode":"enforce","hunt":{{"path_prefix":"/hunts/"}},"hunter":{{"header":"x-veltrix-hunter"}},"session_ttl_s":604800,"ticket_secrets":["{TICKET_SECRET}"],"max_hunters":{max_hunters},"max_tracked_hunts":{max_tracked_hunts},"hunts":{{{listed}}},"reject":{{"status":429,"retry_after_s":30}}{governor}}}"#,
         listed = listed.join(",")

@@ -228,6 +228,21 @@ pub struct GovernorFeed {
     pub staleness: Staleness,
 }
 
+/// One entry of `ticket_secrets`: the secret itself, or where to read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSpec {
+    /// The secret, written inline (works, but anyone who can read the
+    /// configuration can mint tickets).
+    Inline(String),
+    /// The secret from an environment variable of the Wasm VM (Envoy
+    /// `vm_config.environment_variables`, Istio `vmConfig.env`).
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+}
+
 /// The plugin configuration exactly as users write it (JSON).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,7 +260,7 @@ pub struct ConfigSpec {
     #[serde(default = "default_session_ttl_s")]
     pub session_ttl_s: u64,
     /// HMAC keys for admission tickets; the first signs, all verify (required).
-    pub ticket_secrets: Vec<String>,
+    pub ticket_secrets: Vec<SecretSpec>,
     /// Default maximum concurrent hunters per hunt (default 2000).
     #[serde(default = "default_max_hunters")]
     pub max_hunters: u32,
@@ -270,6 +285,10 @@ pub struct ConfigSpec {
     /// The governor feed; without it the ratio is 1.0.
     #[serde(default)]
     pub governor: Option<GovernorSpec>,
+    /// `true`: run without a governor on purpose (a configuration without a
+    /// `governor` block is refused unless it says so).
+    #[serde(default)]
+    pub standalone: bool,
 }
 
 fn default_hunt_source() -> HuntSourceSpec {
@@ -356,8 +375,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses, validates and compiles a JSON plugin configuration.
+    /// Parses, validates and compiles a JSON plugin configuration, reading
+    /// `{"env": NAME}` secrets from the process environment.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::from_json_with_env(bytes, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_json`] with the environment given as a lookup function.
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let spec: ConfigSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -365,11 +393,28 @@ impl Config {
         })?;
         de.end()
             .map_err(|e| field_error(".", format!("trailing data: {e}")))?;
-        Self::compile(spec)
+        Self::compile(spec, env)
     }
 
     /// Validates and compiles an already-deserialized specification.
-    pub fn compile(spec: ConfigSpec) -> Result<Self, ConfigError> {
+    pub fn compile(
+        spec: ConfigSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        match (&spec.governor, spec.standalone) {
+            (None, false) => return Err(field_error(
+                "governor",
+                "missing: huntgate takes its limits from the governor; add a `governor` block, \
+                     or set `\"standalone\": true` to run on this configuration's limits alone",
+            )),
+            (Some(_), true) => {
+                return Err(field_error(
+                    "standalone",
+                    "must not be true when a `governor` block is given",
+                ))
+            }
+            _ => {}
+        }
         let hunt_source = match spec.hunt {
             HuntSourceSpec::PathPrefix(prefix) => HuntSource::PathPrefix(compile_prefix(&prefix)?),
             HuntSourceSpec::Header(name) => {
@@ -408,16 +453,35 @@ impl Config {
                 "must list at least one secret (the first signs, all verify)",
             ));
         }
+        let mut secrets = Vec::with_capacity(spec.ticket_secrets.len());
         for (i, secret) in spec.ticket_secrets.iter().enumerate() {
+            let (secret, field) = match secret {
+                SecretSpec::Inline(secret) => (secret.clone(), format!("ticket_secrets[{i}]")),
+                SecretSpec::Env { env: name } => {
+                    let field = format!("ticket_secrets[{i}].env");
+                    let value = env(name).ok_or_else(|| {
+                        field_error(
+                            &field,
+                            format!(
+                                "environment variable `{}` is not set in the Wasm VM \
+                                 (vm_config.environment_variables / Istio vmConfig.env)",
+                                truncated(name)
+                            ),
+                        )
+                    })?;
+                    (value, field)
+                }
+            };
             if secret.len() < MIN_SECRET_BYTES {
                 return Err(field_error(
-                    format!("ticket_secrets[{i}]"),
+                    field,
                     format!("must be at least {MIN_SECRET_BYTES} bytes"),
                 ));
             }
+            secrets.push(secret);
         }
-        let ticket_keys = TicketKeys::new(&spec.ticket_secrets)
-            .map_err(|problem| field_error("ticket_secrets", problem))?;
+        let ticket_keys =
+            TicketKeys::new(&secrets).map_err(|problem| field_error("ticket_secrets", problem))?;
         check_max_hunters("max_hunters", spec.max_hunters)?;
         let default_hunt = HuntSettings {
             max_hunters: spec.max_hunters,

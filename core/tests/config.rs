@@ -20,8 +20,10 @@ fn refused(json: &str) -> (String, String) {
 
 #[test]
 fn minimal_config_gets_documented_defaults() {
-    let config =
-        Config::from_json(format!(r#"{{"ticket_secrets":["{SECRET}"]}}"#).as_bytes()).unwrap();
+    let config = Config::from_json(
+        format!(r#"{{"standalone":true,"ticket_secrets":["{SECRET}"]}}"#).as_bytes(),
+    )
+    .unwrap();
     assert_eq!(
         config.hunt_source,
         HuntSource::PathPrefix(vec!["hunts".into()])
@@ -43,7 +45,7 @@ fn minimal_config_gets_documented_defaults() {
 fn per_hunt_overrides_inherit_what_they_do_not_set() {
     let config = Config::from_json(
         format!(
-            r#"{{"ticket_secrets":["{SECRET}"],"mode":"shadow","max_hunters":7,
+            r#"{{"standalone":true,"ticket_secrets":["{SECRET}"],"mode":"shadow","max_hunters":7,
                 "hunts":{{"Hunt-001":{{"max_hunters":50}},"h2":{{"mode":"enforce"}}}}}}"#
         )
         .as_bytes(),
@@ -61,78 +63,84 @@ fn per_hunt_overrides_inherit_what_they_do_not_set() {
 fn each_bad_field_is_named() {
     let cases: &[(&str, &str)] = &[
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"session_ttl_s":0}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"session_ttl_s":0}"#,
             "session_ttl_s",
         ),
-        (r#"{"ticket_secrets":[]}"#, "ticket_secrets"),
-        (r#"{"ticket_secrets":["short"]}"#, "ticket_secrets[0]"),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#,
+            r#"{"standalone":true,"ticket_secrets":[]}"#,
+            "ticket_secrets",
+        ),
+        (
+            r#"{"standalone":true,"ticket_secrets":["short"]}"#,
+            "ticket_secrets[0]",
+        ),
+        (
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#,
             "max_huntrs",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"mode":"log"}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"mode":"log"}"#,
             "mode",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"max_hunters":-1}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"max_hunters":-1}"#,
             "max_hunters",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"bad id":{}}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunts":{"bad id":{}}}"#,
             "hunts.bad id",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"h":{"max_hunters":"x"}}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunts":{"h":{"max_hunters":"x"}}}"#,
             "hunts.h.max_hunters",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunts":{"H":{},"h":{}}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunts":{"H":{},"h":{}}}"#,
             "hunts.h",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"reject":{"status":99}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"reject":{"status":99}}"#,
             "reject.status",
         ),
         // Issue 9 #5: a hunter header that is the hunt header or one the filter uses.
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-id"},"hunter":{"header":"X-Id"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-id"},"hunter":{"header":"X-Id"}}"#,
             "hunter.header",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"x-huntgate-ticket"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"x-huntgate-ticket"}}"#,
             "hunter.header",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"cookie"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunter":{"header":"cookie"}}"#,
             "hunter.header",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-huntgate-decision"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunt":{"header":"x-huntgate-decision"}}"#,
             "hunt.header",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"anonymous":false}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunter":{"anonymous":false}}"#,
             "hunter.anonymous",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunter":{"header":""}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunter":{"header":""}}"#,
             "hunter.header",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"hunts"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"hunts"}}"#,
             "hunt.path_prefix",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"/a/../b"}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"hunt":{"path_prefix":"/a/../b"}}"#,
             "hunt.path_prefix",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":0}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":0}"#,
             "max_tracked_hunts",
         ),
         (
-            r#"{"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":1,"hunts":{"a":{},"b":{}}}"#,
+            r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"max_tracked_hunts":1,"hunts":{"a":{},"b":{}}}"#,
             "hunts",
         ),
     ];
@@ -145,7 +153,8 @@ fn each_bad_field_is_named() {
 
 #[test]
 fn unknown_field_message_names_the_unknown_field() {
-    let (_, problem) = refused(r#"{"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#);
+    let (_, problem) =
+        refused(r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"max_huntrs":3}"#);
     assert!(problem.contains("max_huntrs"), "{problem}");
 }
 
@@ -154,7 +163,7 @@ fn missing_secrets_and_garbage_are_refused() {
     assert!(refused("{}").1.contains("ticket_secrets"));
     assert_eq!(refused("not json").0, ".");
     assert_eq!(
-        refused(r#"{"ticket_secrets":["0123456789abcdef"]} x"#).0,
+        refused(r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"]} x"#).0,
         "."
     );
 }
@@ -181,9 +190,50 @@ fn governor_documents_are_held_to_the_filters_own_bounds() {
 
 #[test]
 fn the_untracked_default_refuses_what_it_cannot_count() {
-    let config = Config::from_json(br#"{"ticket_secrets":["0123456789abcdef"]}"#).unwrap();
+    let config =
+        Config::from_json(br#"{"standalone":true,"ticket_secrets":["0123456789abcdef"]}"#).unwrap();
     assert_eq!(
         config.untracked,
         huntgate_core::config::UntrackedPolicy::Reject
     );
+}
+
+#[test]
+fn a_configuration_without_a_governor_must_say_standalone() {
+    // Issue 14 #4: a missing governor block is a mistake unless it is said.
+    let (field, problem) = refused(r#"{"ticket_secrets":["0123456789abcdef"]}"#);
+    assert_eq!(field, "governor");
+    assert!(problem.contains("standalone"), "{problem}");
+    let both =
+        r#"{"standalone":true,"ticket_secrets":["0123456789abcdef"],"governor":{"cluster":"g"}}"#;
+    assert_eq!(refused(both).0, "standalone");
+    assert!(Config::from_json(
+        br#"{"ticket_secrets":["0123456789abcdef"],"governor":{"cluster":"g"}}"#
+    )
+    .is_ok());
+}
+
+#[test]
+fn ticket_secrets_can_come_from_the_vm_environment() {
+    // Issue 14 #3: secrets out of manifests.
+    let json =
+        br#"{"standalone":true,"ticket_secrets":[{"env":"HG_SECRET"},"inline-secret-0123456789"]}"#;
+    let env = |name: &str| (name == "HG_SECRET").then(|| "from-the-environment-0123".to_string());
+    let config = Config::from_json_with_env(json, &env).unwrap();
+    let ticket = config.ticket_keys.issue("h1", "alice", 1_900_000_100);
+    let inline_only =
+        Config::from_json(br#"{"standalone":true,"ticket_secrets":["from-the-environment-0123"]}"#)
+            .unwrap();
+    assert!(
+        inline_only
+            .ticket_keys
+            .verify(&ticket, "h1", 1_900_000_000_000, 300)
+            .is_ok(),
+        "the first secret (from the environment) signs"
+    );
+    let missing = Config::from_json_with_env(json, &|_| None).unwrap_err();
+    assert_eq!(missing.field, "ticket_secrets[0].env");
+    assert!(missing.problem.contains("HG_SECRET"), "{missing}");
+    let short = Config::from_json_with_env(json, &|_| Some("short".to_string())).unwrap_err();
+    assert_eq!(short.field, "ticket_secrets[0].env");
 }

@@ -28,7 +28,7 @@ struct Proxy {
 impl Proxy {
     fn new(extra: &str) -> Self {
         let config = Config::from_json(
-            format!(r#"{{"ticket_secrets":["0123456789abcdef"],"session_ttl_s":10{extra}}}"#)
+            format!(r#"{{"standalone":true,"ticket_secrets":["0123456789abcdef"],"session_ttl_s":10{extra}}}"#)
                 .as_bytes(),
         )
         .unwrap();

@@ -14,8 +14,10 @@ use huntgate_core::config::Config;
 use huntgate_core::request::{classify, reads_header, Classified, Hunter, Refusal};
 
 fn config(extra: &str) -> Config {
-    Config::from_json(format!(r#"{{"ticket_secrets":["0123456789abcdef"]{extra}}}"#).as_bytes())
-        .unwrap()
+    Config::from_json(
+        format!(r#"{{"standalone":true,"ticket_secrets":["0123456789abcdef"]{extra}}}"#).as_bytes(),
+    )
+    .unwrap()
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -94,6 +94,32 @@ impl PathHandling {
     };
 }
 
+/// How to start Envoy, beyond the plugin configuration.
+#[derive(Debug, Clone)]
+struct Options {
+    paths: PathHandling,
+    /// The `environment_variables` value of the VM config (YAML flow mapping).
+    vm_env: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            paths: PathHandling::TEST_DEFAULT,
+            vm_env: "{}".to_string(),
+        }
+    }
+}
+
+/// `environment_variables` with these `key_values`, as YAML flow mapping.
+fn vm_env(env: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("{}: {}", yaml_string(k), yaml_string(v)))
+        .collect();
+    format!("{{key_values: {{{}}}}}", pairs.join(", "))
+}
+
 /// A running Envoy with the huntgate filter.
 pub struct Envoy {
     process: ChildGuard,
@@ -115,13 +141,42 @@ impl Envoy {
 
     /// Like [`Envoy::start`], with the listener's path handling set to `paths`.
     pub fn start_with_paths(plugin: &Value, upstream: &Upstream, paths: PathHandling) -> Self {
+        let options = Options {
+            paths,
+            ..Options::default()
+        };
         Self::start_ready_with(
             Listener::Static,
             plugin,
             upstream.port(),
             free_port(),
-            paths,
+            &options,
         )
+    }
+
+    /// Like [`Envoy::start`], with these Wasm VM environment variables
+    /// (`vm_config.environment_variables.key_values`).
+    pub fn start_with_vm_env(plugin: &Value, upstream: &Upstream, env: &[(&str, &str)]) -> Self {
+        let options = Options {
+            vm_env: vm_env(env),
+            ..Options::default()
+        };
+        Self::start_ready_with(
+            Listener::Static,
+            plugin,
+            upstream.port(),
+            free_port(),
+            &options,
+        )
+    }
+
+    /// Like [`Envoy::start_expecting_exit`], with these Wasm VM environment variables.
+    pub fn start_expecting_exit_with_vm_env(plugin: &Value, env: &[(&str, &str)]) -> Exited {
+        let options = Options {
+            vm_env: vm_env(env),
+            ..Options::default()
+        };
+        Self::expect_exit(plugin, &options)
     }
 
     /// Envoy with a static listener running `plugin` in front of `upstream`,
@@ -139,8 +194,11 @@ impl Envoy {
     /// Starts Envoy with a static listener running `plugin` and expects it to
     /// exit by itself (a refused configuration); panics if it becomes ready.
     pub fn start_expecting_exit(plugin: &Value) -> Exited {
-        let paths = PathHandling::TEST_DEFAULT;
-        let mut envoy = Self::spawn(Listener::Static, plugin, free_port(), free_port(), paths);
+        Self::expect_exit(plugin, &Options::default())
+    }
+
+    fn expect_exit(plugin: &Value, options: &Options) -> Exited {
+        let mut envoy = Self::spawn(Listener::Static, plugin, free_port(), free_port(), options);
         let exited = poll_until("Envoy to exit or become ready", START_TIMEOUT, || {
             if let Some(status) = envoy.process.try_status() {
                 return Some(Some(status));
@@ -275,8 +333,8 @@ impl Envoy {
     }
 
     fn start_ready(kind: Listener, plugin: &Value, upstream_port: u16, governor_port: u16) -> Self {
-        let paths = PathHandling::TEST_DEFAULT;
-        Self::start_ready_with(kind, plugin, upstream_port, governor_port, paths)
+        let options = Options::default();
+        Self::start_ready_with(kind, plugin, upstream_port, governor_port, &options)
     }
 
     fn start_ready_with(
@@ -284,11 +342,11 @@ impl Envoy {
         plugin: &Value,
         upstream_port: u16,
         governor_port: u16,
-        paths: PathHandling,
+        options: &Options,
     ) -> Self {
         let mut attempt = 1;
         loop {
-            let mut envoy = Self::spawn(kind, plugin, upstream_port, governor_port, paths);
+            let mut envoy = Self::spawn(kind, plugin, upstream_port, governor_port, options);
             if envoy.wait_ready() {
                 return envoy;
             }
@@ -313,8 +371,9 @@ impl Envoy {
         plugin: &Value,
         upstream_port: u16,
         governor_port: u16,
-        paths: PathHandling,
+        options: &Options,
     ) -> Self {
+        let paths = options.paths;
         let binary = envoy_binary();
         let wasm = wasm_module();
         let tempdir = tempfile::Builder::new()
@@ -333,6 +392,7 @@ impl Envoy {
                     .set("normalize_path", paths.normalize_path.to_string())
                     .set("merge_slashes", paths.merge_slashes.to_string())
                     .set("escaped_slashes", paths.escaped_slashes)
+                    .set("vm_env", options.vm_env.clone())
                     .set("wasm", yaml_string(&wasm.to_string_lossy()))
                     .set("plugin_config", yaml_string(&plugin.to_string())),
             ),

@@ -19,6 +19,7 @@ pub const TICKET_INVALID: &str = "huntgate_ticket_invalid";
 pub const GOVERNOR_FETCH_OK: &str = "huntgate_governor_fetch_ok";
 pub const GOVERNOR_FETCH_FAILED: &str = "huntgate_governor_fetch_failed";
 pub const GOVERNOR_DOCUMENT_AGE_MS: &str = "huntgate_governor_document_age_ms";
+pub const GOVERNOR_UP: &str = "huntgate_governor_up";
 
 /// Per-hunt gauges as exported (with label `hunt`).
 pub const HUNT_ACTIVE: &str = "huntgate_hunt_active";

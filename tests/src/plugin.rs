@@ -18,9 +18,11 @@ pub const TICKET_HEADER: &str = "x-huntgate-ticket";
 pub const DECISION_HEADER: &str = "x-huntgate-decision";
 
 /// A valid plugin configuration: the e2e defaults with `overrides` merged
-/// over them key by key (top level only; `null` removes a key).
+/// over them key by key (top level only; `null` removes a key). Without a
+/// `governor` override it runs `"standalone": true`.
 pub fn config(overrides: Value) -> Value {
     let mut base = json!({
+        "standalone": true,
         "mode": "enforce",
         "hunt": {"path_prefix": "/hunts/"},
         "hunter": {"header": HUNTER_HEADER},
@@ -33,6 +35,9 @@ pub fn config(overrides: Value) -> Value {
         panic!("plugin overrides must be a JSON object, got {overrides}");
     };
     let fields: &mut Map<String, Value> = base.as_object_mut().expect("base config is an object");
+    if overrides.get("governor").is_some_and(|g| !g.is_null()) {
+        fields.remove("standalone");
+    }
     for (key, value) in overrides {
         if value.is_null() {
             fields.remove(&key);

@@ -11,6 +11,7 @@ mod bypass;
 mod catalog;
 mod config;
 mod governor;
+mod install;
 mod istio;
 mod metrics;
 mod packaging;
