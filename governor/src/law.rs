@@ -7,11 +7,15 @@
 //!    `kafka_lag_high`), or a stale signal with `on_stale: overloaded`: the ratio is cut by
 //!    `cut_step` at once and then at most every `cut_interval_s` while the overload lasts,
 //!    never below the floor `max(min_ratio, min_hunters / max_hunters)`.
-//! 3. **stale** (with `on_stale: hold`) — the ratio holds.
+//! 3. **stale** (with `on_stale: hold`) — the ratio holds. A signal not read yet within
+//!    `stale_after_s` of being bound (the start-up grace) holds it too, whatever `on_stale`.
 //! 4. **in the hysteresis band** — a signal between its low and high thresholds: the ratio holds.
 //! 5. **calm** — every bound signal below its low threshold (`redis_memory_low`,
 //!    `kafka_lag_low`): once calm has lasted `stable_period_s`, the ratio rises by
 //!    `recover_step` at most every `recover_interval_s`, up to 1.0.
+//!
+//! Every interval is counted on the evaluation grid ([`due`]), so steps land exactly on
+//! schedule although the wall clock read at each tick jitters by a millisecond.
 
 use std::collections::BTreeMap;
 

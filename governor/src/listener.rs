@@ -37,7 +37,8 @@ use tokio::time::{Instant, Sleep};
 /// Paths a connection of the reserved probe pool may ask for.
 pub const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 /// File descriptors kept free for everything but API connections: policy reads, Redis and
-/// Kafka clients (librdkafka opens several per broker), the state file, logs.
+/// Kafka clients (librdkafka opens several per broker), the state file, logs, and the up
+/// to [`REJECTS_IN_FLIGHT`] refused connections being answered.
 pub const FD_RESERVE: u64 = 128;
 
 /// Limits of the API listener.
@@ -133,7 +134,14 @@ pub struct Gate {
     pub stats: Arc<ConnStats>,
     kill: Arc<Notify>,
     killed: Arc<AtomicBool>,
+    rejecting: Arc<Semaphore>,
 }
+
+/// Refused connections answered politely at once (each holds a descriptor up to
+/// [`REJECT_LINGER`]); more are closed without waiting.
+pub const REJECTS_IN_FLIGHT: usize = 32;
+/// How long a refused connection may take to deliver its request and read the 503.
+pub const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 impl Gate {
     /// A gate with these limits.
@@ -145,6 +153,7 @@ impl Gate {
             stats: Arc::new(ConnStats::default()),
             kill: Arc::new(Notify::new()),
             killed: Arc::new(AtomicBool::new(false)),
+            rejecting: Arc::new(Semaphore::new(REJECTS_IN_FLIGHT)),
         }
     }
 
@@ -164,6 +173,38 @@ impl Gate {
         self.kill.notify_waiters();
     }
 
+    /// Answers `503` and closes. While few rejections are in flight, the request is read
+    /// (for at most [`REJECT_LINGER`]) so the close does not reset the connection before the
+    /// client has read the answer; beyond [`REJECTS_IN_FLIGHT`] the connection is just closed.
+    fn reject(&self, stream: TcpStream) {
+        let Ok(permit) = Arc::clone(&self.rejecting).try_acquire_owned() else {
+            let _ = stream.try_write(REJECT);
+            // Read what already arrived, so the close is a FIN and the client can read the
+            // 503 (closing with unread data would reset the connection).
+            let mut sink = [0u8; 4096];
+            for _ in 0..4 {
+                match stream.try_read(&mut sink) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+            return;
+        };
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = stream;
+            let _ = tokio::time::timeout(REJECT_LINGER, async {
+                stream.write_all(REJECT).await?;
+                stream.shutdown().await?;
+                let mut sink = [0u8; 1024];
+                while stream.read(&mut sink).await? > 0 {}
+                Ok::<(), io::Error>(())
+            })
+            .await;
+            drop(permit);
+        });
+    }
+
     fn admit(&self, stream: TcpStream) -> Option<GuardedIo> {
         let (pool, permit, header, idle) = match Arc::clone(&self.api).try_acquire_owned() {
             Ok(p) => (
@@ -181,7 +222,7 @@ impl Gate {
                 ),
                 Err(_) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = stream.try_write(REJECT);
+                    self.reject(stream);
                     return None;
                 }
             },
@@ -220,14 +261,22 @@ const REJECT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\
 pub struct GuardedListener {
     inner: TcpListener,
     gate: Gate,
+    accept_errors: u64,
 }
 
 impl GuardedListener {
     /// Wraps a bound listener.
     pub fn new(inner: TcpListener, gate: Gate) -> Self {
-        Self { inner, gate }
+        Self {
+            inner,
+            gate,
+            accept_errors: 0,
+        }
     }
 }
+
+/// Accept errors in a row between two log lines about them.
+const ACCEPT_ERRORS_PER_LOG: u64 = 200;
 
 impl Listener for GuardedListener {
     type Io = GuardedIo;
@@ -237,6 +286,7 @@ impl Listener for GuardedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    self.accept_errors = 0;
                     if let Some(io) = self.gate.admit(stream) {
                         return (io, addr);
                     }
@@ -244,7 +294,10 @@ impl Listener for GuardedListener {
                 Err(e) => {
                     // Out of file descriptors (or another transient accept error): back off
                     // a little instead of spinning; the connection stays in the backlog.
-                    tracing::warn!(error = %e, "accept failed");
+                    if self.accept_errors % ACCEPT_ERRORS_PER_LOG == 0 {
+                        tracing::warn!(error = %e, in_a_row = self.accept_errors + 1, "accept failed");
+                    }
+                    self.accept_errors = self.accept_errors.saturating_add(1);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -406,9 +459,8 @@ impl AsyncRead for GuardedIo {
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = buf.filled().get(before..).unwrap_or_default().to_vec();
-            this.saw(&new);
+        if let (Poll::Ready(Ok(())), Some(new)) = (&r, buf.filled().get(before..)) {
+            this.saw(new);
         }
         r
     }

@@ -130,3 +130,93 @@ fn import_legacy_output_is_never_overwritten_silently() {
     let mine = dir.path().join("Hunt-001.yaml");
     assert!(import(&["--hunt", "hunt-001", "-o", mine.to_str().unwrap()]).0);
 }
+
+/// Issue 11, defect 2, with the real binary under an open-file limit of 256: 300 idle
+/// connections made `/healthz` time out and the policy re-read fail with "Too many open
+/// files". Now the cap is lowered to fit the limit (112), the probe listener answers, the
+/// API port refuses at once instead of hanging, and a policy edit is still applied.
+#[test]
+fn reload_survives_a_connection_flood_under_an_fd_limit() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = policies();
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let probe: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--policies")
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &api.to_string(),
+            "--probe-listen",
+            &probe.to_string(),
+        ])
+        .args(["--header-timeout-s", "120", "--log", "error"])
+        .stdout(Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's own limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let _guard = ChildGuard::new("huntgate-governor", cmd.spawn().unwrap());
+    wait_until(Duration::from_secs(20), "/readyz on the probe port", || {
+        std::net::TcpStream::connect(probe).ok()?;
+        (http_get(probe, "/readyz", &[]).0 == 200).then_some(())
+    });
+    let flood: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(api).unwrap())
+        .collect();
+    let metrics = || http_get(probe, "/metrics", &[]).2;
+    wait_until(
+        Duration::from_secs(20),
+        "every flood connection seen",
+        || {
+            let m = metrics();
+            m.contains("huntgate_http_connections_rejected_total 172\n")
+                .then_some(())
+        },
+    );
+    let m = metrics();
+    assert!(
+        m.contains("huntgate_http_connections{pool=\"api\"} 112\n")
+            && m.contains("huntgate_http_connections{pool=\"probe\"} 16\n"),
+        "cap lowered to 256 - 128 - 16 = 112: {m}"
+    );
+    assert_eq!(http_get(probe, "/healthz", &[]).0, 200);
+    // Refused at once, not left hanging: a 503, or a reset if the request arrived after
+    // the answer (the server does not wait for it once its polite-refusal slots are busy).
+    let refused = refused_status(api);
+    assert!(matches!(refused, Some(503) | None), "{refused:?}");
+    write(dir.path(), "hunts/hunt-001.yaml", "max_hunters: 200\n");
+    wait_until(Duration::from_secs(20), "the policy edit applied", || {
+        metrics()
+            .contains("veltrix_hunt_max_hunters{hunt=\"hunt-001\"} 200\n")
+            .then_some(())
+    });
+    drop(flood);
+}
+
+/// The status of a GET `/healthz`, or None if the connection was reset.
+fn refused_status(addr: std::net::SocketAddr) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("{e}"),
+        Ok(_) => String::from_utf8_lossy(&raw)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok()),
+    }
+}

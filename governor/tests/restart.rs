@@ -195,3 +195,96 @@ fn signal_cause_change_is_exported() {
         "no series while the signal is up"
     );
 }
+
+thread_local! {
+    static LOG_BUF: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes into this thread's capture buffer, if one is active.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        LOG_BUF.with(|buf| {
+            if let Some(v) = buf.borrow_mut().as_mut() {
+                v.extend_from_slice(b);
+            }
+        });
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log lines (INFO and above) this thread wrote while `f` ran. One global subscriber for
+/// the whole test binary (scoped subscribers in parallel tests race on tracing's
+/// callsite-interest cache and drop events), writing per thread.
+fn logs(f: impl FnOnce()) -> String {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadWriter)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+    LOG_BUF.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    f();
+    let bytes = LOG_BUF.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Issue 11, defect 7: moving from "unreachable" to "topic does not exist" logged nothing.
+/// A change of cause is logged, at most once a minute per signal, with the changes it
+/// skipped counted.
+#[test]
+fn failing_signal_cause_change_is_logged_rate_limited() {
+    let mut g = Governor::new(policy(OnStale::Hold), Arc::new(NoSources), 1, T0);
+    let missing = || Err(ReadError::new(ErrorCause::Protocol, "topic does not exist"));
+    let text = logs(|| {
+        g.evaluate_with(vec![(redis(), refused())], T0);
+        g.evaluate_with(vec![(redis(), refused())], T0 + secs(5));
+        g.evaluate_with(vec![(redis(), missing())], T0 + secs(10));
+        g.evaluate_with(vec![(redis(), refused())], T0 + secs(15));
+        g.evaluate_with(vec![(redis(), missing())], T0 + secs(20));
+        g.evaluate_with(vec![(redis(), missing())], T0 + secs(70));
+        g.evaluate_with(vec![(redis(), missing())], T0 + secs(75));
+        g.evaluate_with(vec![(redis(), Ok(0.1))], T0 + secs(80));
+    });
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("signal")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("the signal is down") && lines[0].contains("connection refused"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("the cause changed") && lines[1].contains("topic does not exist"),
+        "{text}"
+    );
+    assert!(lines[1].contains("suppressed_changes=2"), "{text}");
+    assert!(lines[2].contains("succeeded again"), "{text}");
+}
+
+/// Issue 11: one INFO line per hunt per change (999 lines per cut with 1,000 hunts). Now
+/// one line per evaluation, naming a few hunts.
+#[test]
+fn a_cut_of_1000_hunts_is_one_info_line() {
+    let mut p = policy(OnStale::Hold);
+    let spec = p.hunts["hunt-001"].clone();
+    for i in 0..1000 {
+        p.hunts.insert(format!("hunt-{i:04}"), spec.clone());
+    }
+    let mut g = Governor::new(p, Arc::new(NoSources), 1, T0);
+    let text = logs(|| {
+        g.evaluate_with(vec![(redis(), Ok(0.95))], T0);
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("ratios changed") && lines[0].contains("hunts=1001"),
+        "{text}"
+    );
+    assert!(lines[0].contains("… 996 more"), "{text}");
+}
