@@ -220,3 +220,27 @@ fn refused_status(addr: std::net::SocketAddr) -> Option<u16> {
             .and_then(|c| c.parse().ok()),
     }
 }
+
+/// Issue 11: files in `hunts/` with another extension or in a sub-folder were ignored
+/// silently; `check` now says so (and still validates the rest).
+#[test]
+fn check_warns_about_ignored_files() {
+    let dir = policies();
+    write(dir.path(), "hunts/Hunt-002.YAML", "max_hunters: 5\n");
+    write(dir.path(), "hunts/hunt-003.json", "{}");
+    write(dir.path(), "hunts/old/hunt-004.yaml", "");
+    let out = Command::new(BIN)
+        .args(["check", "--policies"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("valid (2 hunts"), "{stdout}");
+    assert!(
+        stderr.contains("hunt-003.json: ignored (not a .yaml/.yml file")
+            && stderr.contains("old: ignored (a sub-folder"),
+        "{stderr}"
+    );
+}
