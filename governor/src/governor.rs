@@ -194,8 +194,9 @@ impl Governor {
         resumed
     }
 
-    /// The state to save, if it changed since the last call that returned one (the caller
-    /// writes it; a failed write can be retried by calling [`Self::unsaved`] again later).
+    /// The state to save, if it changed since the last call that returned one. The caller
+    /// writes it and reports with [`Self::record_save`] (after a failure the next call
+    /// returns the state again).
     pub fn unsaved(&mut self, now: Millis) -> Option<SavedState> {
         if self.saved.as_ref() == Some(&self.law) || !self.ready {
             return None;
@@ -213,6 +214,7 @@ impl Governor {
             self.counters.state_saves_failed = self.counters.state_saves_failed.saturating_add(1);
             self.saved = None;
         }
+        self.publish();
     }
 
     /// Records how many files the latest read of the policy directory ignored.
@@ -230,9 +232,9 @@ impl Governor {
         match result {
             Ok(policy) => {
                 self.sources.sync(&policy, self.factory.as_ref());
-                self.book.bind(&policy.bound_signals(), now);
-                self.cause_log
-                    .retain(|id, _| policy.bound_signals().contains(id));
+                let bound = policy.bound_signals();
+                self.book.bind(&bound, now);
+                self.cause_log.retain(|id, _| bound.contains(id));
                 tracing::info!(hunts = policy.hunts.len(), "policy loaded");
                 self.policy = Arc::new(policy);
                 self.reloaded = true;
