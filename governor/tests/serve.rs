@@ -204,7 +204,11 @@ async fn slowloris_does_not_starve_healthz() {
         "huntgate_http_connections{pool=\"api\"} 8"
     );
     for (opened, reader, writer) in loris {
-        let closed = reader.await.unwrap();
+        // Virtual time: without the timeout this would wait forever, not fail.
+        let closed = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("the slowloris client was not closed")
+            .unwrap();
         writer.abort();
         assert_eq!(
             (closed - opened).as_secs(),
@@ -248,7 +252,11 @@ async fn idle_flood_is_capped_and_timed_out() {
     }
     let mut held_longest = Duration::ZERO;
     for c in closes {
-        held_longest = held_longest.max(c.await.unwrap() - opened);
+        let closed = tokio::time::timeout(Duration::from_secs(120), c)
+            .await
+            .expect("an idle connection was held past 120 s (virtual)")
+            .unwrap();
+        held_longest = held_longest.max(closed - opened);
     }
     assert!(held_longest <= Duration::from_secs(10), "{held_longest:?}");
     assert_eq!(
@@ -282,7 +290,11 @@ async fn sigterm_drain_is_bounded() {
     let client = tokio::spawn(closed_at(half));
     let stopped = Instant::now();
     g.stop.send(true).unwrap();
-    g.task.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), g.task)
+        .await
+        .expect("the drain did not end (virtual 30 s)")
+        .unwrap()
+        .unwrap();
     let took = stopped.elapsed();
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(4),
