@@ -211,6 +211,10 @@ fn run(args: ServeArgs) -> Result<()> {
         max_connections,
         ..defaults
     };
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--state-dir {}: cannot create", dir.display()))?;
+    }
     let state: Option<Arc<dyn StateStore>> = args
         .state_dir
         .as_ref()

@@ -94,16 +94,26 @@ fn resume(governor: &mut Governor, store: &dyn StateStore, now: Millis) {
     }
 }
 
-fn save(governor: &mut Governor, store: Option<&dyn StateStore>, now: Millis) {
+/// Saves the state if it changed. A failing store is logged when it starts failing and
+/// when it works again (not at every evaluation); failures are counted in
+/// `huntgate_state_saves_total{result="failure"}` and retried at the next evaluation.
+fn save(governor: &mut Governor, store: Option<&dyn StateStore>, now: Millis, failing: &mut bool) {
     let Some(store) = store else { return };
     let Some(state) = governor.unsaved(now) else {
         return;
     };
     match store.save(&state) {
-        Ok(()) => governor.record_save(true),
+        Ok(()) => {
+            governor.record_save(true);
+            if std::mem::take(failing) {
+                tracing::info!(state = %store.describe(), "control state saved again");
+            }
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot save the control state (retried at the next evaluation)");
             governor.record_save(false);
+            if !std::mem::replace(failing, true) {
+                tracing::warn!(error = %e, "cannot save the control state (retried at every evaluation; logged again once it works)");
+            }
         }
     }
 }
@@ -209,6 +219,7 @@ pub async fn serve(
     tracing::info!(%local, policies = %config.policies.display(), max_connections = config.limits.max_connections, "huntgate-governor listening");
     on_listening(local);
 
+    let mut save_failing = false;
     let mut stop = shutdown;
     let mut stop_mid_eval = stop.clone();
     let mut period = governor.policy().eval_period_ms;
@@ -226,7 +237,7 @@ pub async fn serve(
                     _ = governor.evaluate(clock.now_ms()) => {}
                     _ = stopped(&mut stop_mid_eval) => break,
                 }
-                save(&mut governor, store.as_deref(), clock.now_ms());
+                save(&mut governor, store.as_deref(), clock.now_ms(), &mut save_failing);
             }
             _ = reload.tick() => {
                 let polled = watcher.poll();
@@ -236,7 +247,7 @@ pub async fn serve(
                     governor.apply_reload(result, clock.now_ms());
                     if ok {
                         governor.evaluate(clock.now_ms()).await;
-                        save(&mut governor, store.as_deref(), clock.now_ms());
+                        save(&mut governor, store.as_deref(), clock.now_ms(), &mut save_failing);
                         // The grid continues from this evaluation, so steps stay exactly
                         // one interval apart (see law::due).
                         if governor.policy().eval_period_ms != period {
@@ -255,7 +266,12 @@ pub async fn serve(
         drain_ms = config.drain.as_millis() as u64,
         "shutting down"
     );
-    save(&mut governor, store.as_deref(), clock.now_ms());
+    save(
+        &mut governor,
+        store.as_deref(),
+        clock.now_ms(),
+        &mut save_failing,
+    );
     let api = drain(&mut server, &gate, config.drain).await;
     if let Some((mut handle, probe_gate)) = probe {
         // The probe listener stopped accepting with the API one; its connections are short.

@@ -305,3 +305,20 @@ async fn sigterm_drain_is_bounded() {
     let saved = FileStore::new(state.path()).load().unwrap().unwrap();
     assert!(saved.hunts.contains_key("hunt-001"));
 }
+
+/// A state directory that cannot be written never stops the governor: the failure is
+/// counted (and logged once), the service keeps serving.
+#[tokio::test(start_paused = true)]
+async fn unwritable_state_dir_is_counted_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let g = start(limits(), Duration::from_secs(1), false, Some(&not_a_dir)).await;
+    ready(g.addr).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failed = metric(g.addr, "huntgate_state_saves_total{result=\"failure\"}").await;
+    assert_ne!(failed, "huntgate_state_saves_total{result=\"failure\"} 0");
+    assert_eq!(get(g.addr, "/v1/throttle").await.0, 200);
+    g.stop.send(true).unwrap();
+    g.task.await.unwrap().unwrap();
+}
