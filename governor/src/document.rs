@@ -31,7 +31,9 @@ pub struct ThrottleDocument {
     pub version: u64,
     /// When the evaluation that produced this document ran (ms since the Unix epoch).
     pub generated_at_ms: Millis,
-    /// How long a proxy may consider the document fresh.
+    /// The governor's advice on how long a copy stays usable without a fresh fetch
+    /// (`defaults.yaml` `ttl_s`). Informative: the huntgate filter does not read it today
+    /// (its own `governor.max_stale_s` decides); see governor/README.md.
     pub ttl_s: u64,
     /// Ratio for hunts without an entry.
     pub default_ratio: f64,

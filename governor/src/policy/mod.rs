@@ -54,7 +54,7 @@ pub struct KafkaCluster {
 pub struct Policy {
     /// Time between evaluations.
     pub eval_period_ms: Millis,
-    /// `ttl_s` of the throttle document.
+    /// `ttl_s` of the throttle document (informative for the filter, see the README).
     pub ttl_s: u64,
     /// A signal with no good read for longer than this is stale.
     pub stale_after_ms: Millis,

@@ -24,7 +24,8 @@ pub struct RawDefaults {
         skip_serializing_if = "Option::is_none"
     )]
     pub eval_period_s: Option<u64>,
-    /// Seconds a proxy may consider a throttle document fresh (`ttl_s`, default 10).
+    /// `ttl_s` of the throttle document (default 10): advice on how long a copy stays
+    /// usable; the filter does not read it (its `governor.max_stale_s` decides).
     #[serde(
         default,
         deserialize_with = "present",
