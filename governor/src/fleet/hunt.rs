@@ -1,0 +1,358 @@
+//! One hunt's leases across the fleet: per proxy what it was granted, what it may still be
+//! acting on, what it counts and what it asks for.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::fair::{self, Want};
+use super::{AllocatorConfig, Grant, Report};
+use crate::clock::Millis;
+
+/// At most this many claims are kept per proxy; more are merged conservatively (the larger
+/// share with the later end). Two or three is the usual count.
+const MAX_CLAIMS: usize = 8;
+
+/// A share a proxy may still be acting on, and the latest time its lease can end
+/// (governor clock, before the expiry margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The share.
+    pub share: u32,
+    /// The latest end of the lease that carries it.
+    pub until_ms: Millis,
+}
+
+/// One proxy's lease on one hunt.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyLease {
+    /// The share granted at the latest exchange (None: not granted by this state yet).
+    pub granted: Option<u32>,
+    /// The fair target computed at the latest exchange (before the clamp).
+    pub target: u32,
+    /// End of the latest grant's lease: `processed at + lease_ms` (governor clock). The
+    /// entry is dropped `expiry_margin_ms` after it.
+    pub lease_until_ms: Millis,
+    /// Every share the proxy may still be acting on (see [`ProxyLease::committed`]).
+    pub claims: Vec<Claim>,
+    /// Sessions the proxy reported at its latest exchange.
+    pub active: u32,
+    /// Joins it rejected between its last two reports (unmet demand).
+    pub demand: u32,
+    /// Increase of `active` between its last two reports (joins it admitted, net).
+    pub growth: u32,
+    /// The share it reported enforcing at its latest exchange.
+    pub reported_share: Option<u32>,
+    /// When its latest report was processed.
+    pub last_report_ms: Millis,
+}
+
+fn live(until_ms: Millis, now_ms: Millis, config: &AllocatorConfig) -> bool {
+    now_ms < until_ms.saturating_add(config.expiry_margin_ms)
+}
+
+impl ProxyLease {
+    /// The largest share the proxy may still be acting on at `now_ms`: the latest grant
+    /// (a raised grant counts at once), and any larger share it held before that it has not
+    /// yet acknowledged giving up, each until its lease (plus the margin) has ended.
+    pub fn committed(&self, now_ms: Millis, config: &AllocatorConfig) -> u32 {
+        self.claims
+            .iter()
+            .filter(|c| live(c.until_ms, now_ms, config))
+            .map(|c| c.share)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Seats the proxy occupies as far as anyone else is concerned:
+    /// `max(active, committed)`. Its sessions can grow up to `committed`, and a proxy whose
+    /// sessions exceed its share (drain-down) still holds them.
+    pub fn held(&self, now_ms: Millis, config: &AllocatorConfig) -> u32 {
+        self.active.max(self.committed(now_ms, config))
+    }
+
+    fn want(&self, config: &AllocatorConfig) -> Want {
+        Want {
+            active: self.active,
+            extra: self
+                .demand
+                .saturating_add(self.growth)
+                .saturating_add(config.headroom(self.active)),
+        }
+    }
+
+    /// Takes in a report: the acknowledgement first, then the counts.
+    fn observe(
+        &mut self,
+        report: &Report,
+        now_ms: Millis,
+        learning_until_ms: Option<Millis>,
+        config: &AllocatorConfig,
+    ) {
+        self.claims.retain(|c| live(c.until_ms, now_ms, config));
+        let enforced = report.share.unwrap_or(0);
+        if self.granted == Some(enforced) {
+            // It applied our latest answer: every older grant is superseded, and the only
+            // answer it may still apply is the one to this report.
+            self.claims = if enforced > 0 && live(self.lease_until_ms, now_ms, config) {
+                vec![Claim {
+                    share: enforced,
+                    until_ms: self.lease_until_ms,
+                }]
+            } else {
+                Vec::new()
+            };
+        } else if enforced > 0 {
+            // Our latest answer did not arrive (or this report overtook an earlier one):
+            // keep every claim, and count what it says it enforces until the latest end any
+            // lease carrying that much could have.
+            let known = self
+                .claims
+                .iter()
+                .filter(|c| c.share >= enforced)
+                .map(|c| c.until_ms)
+                .max();
+            let until_ms = match (known, learning_until_ms) {
+                (Some(k), Some(l)) => k.max(l),
+                (Some(k), None) => k,
+                (None, Some(l)) => l,
+                // A share this state never granted: count it for a full lease from now.
+                (None, None) => now_ms.saturating_add(config.lease_ms),
+            };
+            self.claims.push(Claim {
+                share: enforced,
+                until_ms,
+            });
+        }
+        self.growth = if self.granted.is_some() {
+            report.active.saturating_sub(self.active)
+        } else {
+            0
+        };
+        self.active = report.active;
+        self.demand = report.rejected;
+        self.reported_share = report.share;
+        self.last_report_ms = now_ms;
+    }
+
+    /// Records a grant and tidies the claims.
+    fn grant(&mut self, share: u32, target: u32, lease_until_ms: Millis) {
+        self.granted = Some(share);
+        self.target = target;
+        self.lease_until_ms = lease_until_ms;
+        self.claims.push(Claim {
+            share,
+            until_ms: lease_until_ms,
+        });
+        self.claims.retain(|c| c.share > 0);
+        // Largest share first; keep a claim only if it ends later than every larger one.
+        self.claims
+            .sort_by(|a, b| b.share.cmp(&a.share).then(b.until_ms.cmp(&a.until_ms)));
+        let mut latest = None;
+        self.claims.retain(|c| {
+            let keep = latest.is_none_or(|l| c.until_ms > l);
+            if keep {
+                latest = Some(c.until_ms);
+            }
+            keep
+        });
+        while self.claims.len() > MAX_CLAIMS {
+            let first = self.claims.remove(0);
+            if let Some(next) = self.claims.first_mut() {
+                next.share = next.share.max(first.share);
+                next.until_ms = next.until_ms.max(first.until_ms);
+            }
+        }
+    }
+}
+
+/// One hunt's allocation state across the proxies that serve it. Serializable as a whole,
+/// so the governor can keep it in a shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HuntAllocation {
+    /// The fleet limit passed with the latest report.
+    pub limit: u32,
+    /// Until then, grants add no new capacity (see [`HuntAllocation::report`]); 0: no
+    /// learning.
+    pub learning_until_ms: Millis,
+    /// Per proxy id.
+    pub proxies: BTreeMap<String, ProxyLease>,
+}
+
+/// Read-only summary of one hunt, for `/metrics` and the JSON listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HuntView {
+    /// The fleet limit passed with the latest report.
+    pub limit: u32,
+    /// Σ of the latest grants of the proxies holding a lease.
+    pub granted: u64,
+    /// Σ of what each proxy may still be acting on (≤ limit, see the module docs).
+    pub committed: u64,
+    /// Σ of the proxies' reported active sessions.
+    pub active: u64,
+    /// Proxies holding a non-zero share.
+    pub holders: usize,
+    /// Proxies known (holding a lease, zero or not).
+    pub proxies_known: usize,
+    /// Whether the hunt is in its learning period.
+    pub learning: bool,
+    /// Per proxy id.
+    pub proxies: BTreeMap<String, ProxyView>,
+}
+
+/// Read-only summary of one proxy's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProxyView {
+    /// The latest grant.
+    pub share: u32,
+    /// What it may still be acting on.
+    pub committed: u32,
+    /// Its fair target at the latest exchange.
+    pub target: u32,
+    /// Its reported active sessions.
+    pub active: u32,
+    /// Its reported unmet demand.
+    pub demand: u32,
+    /// End of its latest lease (governor clock, ms).
+    pub lease_until_ms: Millis,
+}
+
+impl HuntAllocation {
+    /// An empty hunt; `learning_until_ms` is the end of the governor's learning period
+    /// (0 when the state is known to be complete).
+    pub fn new(learning_until_ms: Millis) -> Self {
+        Self {
+            learning_until_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Whether grants are still capped by what proxies report enforcing.
+    pub fn learning(&self, now_ms: Millis) -> bool {
+        now_ms < self.learning_until_ms
+    }
+
+    /// Drops claims whose lease (plus margin) ended, and proxies whose latest lease did:
+    /// their capacity returns to the pool.
+    pub fn expire(&mut self, now_ms: Millis, config: &AllocatorConfig) {
+        self.proxies
+            .retain(|_, p| live(p.lease_until_ms, now_ms, config));
+        for p in self.proxies.values_mut() {
+            p.claims.retain(|c| live(c.until_ms, now_ms, config));
+        }
+    }
+
+    /// One proxy's exchange for this hunt, processed at `now_ms` (governor clock).
+    ///
+    /// 1. Expired leases are dropped ([`HuntAllocation::expire`]).
+    /// 2. The report's `share` acknowledges: if it is the latest grant, every older claim of
+    ///    the proxy is released; otherwise (the answer was lost, or reports crossed) all
+    ///    claims stay until their leases end, and the reported share is added as a claim.
+    /// 3. The proxy's target is computed over every known proxy ([`fair::targets`]), with
+    ///    `extra = demand + growth + headroom`.
+    /// 4. The grant is `min(target, limit − Σ others' held)`, never negative, where a
+    ///    proxy's held is `max(active, committed)`. During learning it is further capped by
+    ///    the share the proxy reports enforcing (0 without one): no new capacity.
+    /// 5. The grant becomes a claim valid for `lease_ms` from now.
+    ///
+    /// The grant can be below the proxy's active count only when the others' held plus this
+    /// proxy's active exceed the limit: after a limit cut (drain-down), while a learning
+    /// governor caps it, or when the proxy reports more sessions than it could have admitted
+    /// (adopted sessions, a fallback share above 0). With a limit that covers every proxy's
+    /// held seats it never is.
+    pub fn report(
+        &mut self,
+        proxy: &str,
+        report: Report,
+        limit: u32,
+        now_ms: Millis,
+        config: &AllocatorConfig,
+    ) -> Grant {
+        self.expire(now_ms, config);
+        self.limit = limit;
+        let learning = self.learning(now_ms);
+        let learning_until = learning.then_some(self.learning_until_ms);
+        self.proxies.entry(proxy.to_owned()).or_default().observe(
+            &report,
+            now_ms,
+            learning_until,
+            config,
+        );
+
+        let wants: Vec<Want> = self.proxies.values().map(|p| p.want(config)).collect();
+        let target = self
+            .proxies
+            .keys()
+            .zip(fair::targets(limit, &wants))
+            .find(|(id, _)| id.as_str() == proxy)
+            .map_or(0, |(_, t)| t);
+        let others: u64 = self
+            .proxies
+            .iter()
+            .filter(|(id, _)| id.as_str() != proxy)
+            .map(|(_, p)| u64::from(p.held(now_ms, config)))
+            .sum();
+        let room = u64::from(limit).saturating_sub(others);
+        let mut share = u32::try_from(room.min(u64::from(target))).unwrap_or(target);
+        if learning {
+            share = share.min(report.share.unwrap_or(0));
+        }
+        let lease_until_ms = now_ms.saturating_add(config.lease_ms);
+        if let Some(p) = self.proxies.get_mut(proxy) {
+            p.grant(share, target, lease_until_ms);
+        }
+        Grant {
+            share,
+            target,
+            lease_ms: config.lease_ms,
+            lease_until_ms,
+            learning,
+        }
+    }
+
+    /// Σ of what every proxy may still be acting on at `now_ms`.
+    pub fn committed_total(&self, now_ms: Millis, config: &AllocatorConfig) -> u64 {
+        self.proxies
+            .values()
+            .map(|p| u64::from(p.committed(now_ms, config)))
+            .sum()
+    }
+
+    /// Σ of every proxy's held seats, `max(active, committed)`, at `now_ms`.
+    pub fn held_total(&self, now_ms: Millis, config: &AllocatorConfig) -> u64 {
+        self.proxies
+            .values()
+            .map(|p| u64::from(p.held(now_ms, config)))
+            .sum()
+    }
+
+    /// The summary for metrics and JSON, as of `now_ms` (expired leases are left out).
+    pub fn view(&self, now_ms: Millis, config: &AllocatorConfig) -> HuntView {
+        let proxies: BTreeMap<String, ProxyView> = self
+            .proxies
+            .iter()
+            .filter(|(_, p)| live(p.lease_until_ms, now_ms, config))
+            .map(|(id, p)| {
+                let view = ProxyView {
+                    share: p.granted.unwrap_or(0),
+                    committed: p.committed(now_ms, config),
+                    target: p.target,
+                    active: p.active,
+                    demand: p.demand,
+                    lease_until_ms: p.lease_until_ms,
+                };
+                (id.clone(), view)
+            })
+            .collect();
+        HuntView {
+            limit: self.limit,
+            granted: proxies.values().map(|p| u64::from(p.share)).sum(),
+            committed: proxies.values().map(|p| u64::from(p.committed)).sum(),
+            active: proxies.values().map(|p| u64::from(p.active)).sum(),
+            holders: proxies.values().filter(|p| p.committed > 0).count(),
+            proxies_known: proxies.len(),
+            learning: self.learning(now_ms),
+            proxies,
+        }
+    }
+}
