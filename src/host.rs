@@ -54,6 +54,12 @@ const HTTP_CALL_RESPONSE_BODY_BUFFER: u32 = 4;
 
 extern "C" {
     fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_get_buffer_bytes(
@@ -220,12 +226,13 @@ pub fn call_response_body(max_size: usize) -> Result<Vec<u8>, HostError> {
 pub fn dispatch_http_call(
     cluster: &str,
     headers: &[(&str, &str)],
+    body: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, HostError> {
     proxy_wasm::hostcalls::dispatch_http_call(
         cluster,
         headers.to_vec(),
-        None,
+        body,
         Vec::new(),
         std::time::Duration::from_millis(u64::from(timeout_ms)),
     )
@@ -233,6 +240,23 @@ pub fn dispatch_http_call(
         call: "http_call",
         status: status as u32,
     })
+}
+
+/// The Envoy node id (`node.id`, in Istio the pod's), or `None` when unset.
+pub fn node_id() -> Option<String> {
+    // A property path is its segments, each followed by NUL.
+    let path = b"node\0id\0";
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the path is a live byte string; the host writes a pointer and size
+    // into the two locals and hands the buffer's ownership to us.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    // SAFETY: on success the host allocated `size` bytes at `data` through our allocator.
+    let bytes = unsafe { take_host_buffer(data, size) };
+    if status != STATUS_OK {
+        return None;
+    }
+    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
 }
 
 /// The serialized pairs of a header map (one host call); decode them with

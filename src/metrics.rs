@@ -28,6 +28,7 @@ pub struct Metrics {
     fetch_failures_in_a_row: Option<u32>,
     governor_up: Option<u32>,
     document_age_ms: Option<u32>,
+    lease_age_ms: Option<u32>,
     hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
     /// Hot-path (`session`) requests not yet added to the counter: the hot path
     /// makes no stats host call; [`Metrics::flush`] adds them on every tick.
@@ -77,6 +78,7 @@ impl Metrics {
             fetch_failed: define(Counter, "huntgate_governor_fetch_failed"),
             fetch_failures_in_a_row: define(Gauge, "huntgate_governor_fetch_failures_in_a_row"),
             governor_up: define(Gauge, "huntgate_governor_up"),
+            lease_age_ms: define(Gauge, "huntgate_governor_lease_age_ms"),
             document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
             hunt_gauges: HashMap::new(),
             pending_sessions: Cell::new(0),
@@ -140,6 +142,13 @@ impl Metrics {
             }
         }
         set(self.fetch_failures_in_a_row, failures_in_a_row);
+    }
+
+    /// Records the age of the lease in force (sweeper only; leases on).
+    pub fn lease_age(&self, age_ms: Option<u64>) {
+        if let (Some(id), Some(age)) = (self.lease_age_ms, age_ms) {
+            let _ = host::record_metric(id, age);
+        }
     }
 
     /// Records the age of the governor document in force (sweeper only).

@@ -38,6 +38,8 @@ pub struct HuntgateRoot {
     owner: u64,
     shared: Option<Rc<Shared>>,
     fetcher: Fetcher,
+    /// This process's identity in the lease exchange.
+    proxy_id: String,
 }
 
 impl HuntgateRoot {
@@ -48,7 +50,23 @@ impl HuntgateRoot {
             owner: 0,
             shared: None,
             fetcher: Fetcher::default(),
+            proxy_id: String::new(),
         }
+    }
+
+    /// The configured proxy id, else the Envoy node id, else a random id kept
+    /// in shared data so every worker of the process reports the same one.
+    fn resolve_proxy_id(&self, config: &Config) -> String {
+        let configured = config
+            .governor
+            .as_ref()
+            .and_then(|feed| feed.leases.as_ref())
+            .and_then(|leases| leases.proxy_id.clone());
+        if let Some(id) = configured.or_else(host::node_id) {
+            return id;
+        }
+        let random = format!("envoy-{:016x}", self.owner_id());
+        store::process_id(&HostSharedData, &random).unwrap_or(random)
     }
 
     fn owner_id(&self) -> u64 {
@@ -78,7 +96,20 @@ impl HuntgateRoot {
                 return;
             }
         }
-        let Some(request) = self.fetcher.poll(feed, now) else {
+        let proxy_id = &self.proxy_id;
+        let mut report = || {
+            let lines = match shared.worker.try_borrow_mut() {
+                Ok(mut worker) => worker
+                    .lease_report(&HostSharedData, now)
+                    .unwrap_or_else(|e| {
+                        host::log(Level::Warn, &format!("lease report: {e}"));
+                        Vec::new()
+                    }),
+                Err(_) => Vec::new(),
+            };
+            huntgate_core::lease::encode_report(proxy_id, &lines)
+        };
+        let Some(request) = self.fetcher.poll(feed, now, &mut report) else {
             return;
         };
         let headers: Vec<(&str, &str)> = request
@@ -86,7 +117,9 @@ impl HuntgateRoot {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        if let Err(e) = host::dispatch_http_call(&feed.cluster, &headers, request.timeout_ms) {
+        let body = request.body.as_deref();
+        if let Err(e) = host::dispatch_http_call(&feed.cluster, &headers, body, request.timeout_ms)
+        {
             self.fetcher.dispatch_failed(feed, now);
             if let Ok(metrics) = shared.metrics.try_borrow() {
                 metrics.fetch_failed();
@@ -178,6 +211,7 @@ impl RootContext for HuntgateRoot {
             host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
             return false;
         }
+        self.proxy_id = self.resolve_proxy_id(&config);
         let tick_ms = config
             .governor
             .as_ref()
@@ -238,6 +272,7 @@ impl RootContext for HuntgateRoot {
                 );
                 if shared.config.governor.is_some() {
                     metrics.document_age(worker.document_age_ms(now));
+                    metrics.lease_age(worker.lease_age_ms(now));
                 }
             }
             Ok(_) => {}

@@ -191,6 +191,39 @@ pub struct GovernorSpec {
     /// The fallback once stale: `{"ratio": R}` (default `{"ratio": 1.0}`), `"fail_open"` or `"fail_closed"`.
     #[serde(default)]
     pub on_stale: OnStaleSpec,
+    /// `true`: exchange leases with the governor (report sessions and demand,
+    /// enforce this proxy's share of each governed hunt's fleet-wide limit).
+    #[serde(default)]
+    pub leases: bool,
+    /// Path of the lease exchange (default `/v1/leases`).
+    #[serde(default = "default_leases_path")]
+    pub leases_path: String,
+    /// This proxy's identity in the lease exchange (default: the Envoy node id,
+    /// else a random id per Envoy process).
+    #[serde(default)]
+    pub proxy_id: Option<String>,
+    /// New joins a proxy admits per governed hunt while it holds no live lease
+    /// (before its first grant, after a lease ran out unrenewed); default 0.
+    #[serde(default)]
+    pub safe_share: u32,
+}
+
+fn default_leases_path() -> String {
+    "/v1/leases".to_string()
+}
+
+/// Longest accepted `governor.proxy_id`.
+pub const MAX_PROXY_ID_LEN: usize = 128;
+
+/// Compiled lease settings (`governor.leases: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Path of the exchange.
+    pub path: String,
+    /// The configured identity, if any (else the node id or a random one).
+    pub proxy_id: Option<String>,
+    /// Joins admitted per governed hunt without a live lease.
+    pub safe_share: u32,
 }
 
 fn default_governor_path() -> String {
@@ -226,6 +259,8 @@ pub struct GovernorFeed {
     pub timeout_ms: u32,
     /// Staleness rule.
     pub staleness: Staleness,
+    /// The lease exchange, when on.
+    pub leases: Option<LeaseSettings>,
 }
 
 /// One entry of `ticket_secrets`: the secret itself, or where to read it.
@@ -602,7 +637,31 @@ fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
             ))
         }
     };
+    if let Some(id) = &spec.proxy_id {
+        let valid = !id.is_empty()
+            && id.len() <= MAX_PROXY_ID_LEN
+            && id.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(field_error(
+                "governor.proxy_id",
+                format!("must be 1-{MAX_PROXY_ID_LEN} visible ASCII characters"),
+            ));
+        }
+    }
+    if !spec.leases_path.starts_with('/') || spec.leases_path.contains(['?', '#', ' ']) {
+        return Err(field_error(
+            "governor.leases_path",
+            "must start with `/` and have no query, fragment or spaces",
+        ));
+    }
+    check_max_hunters("governor.safe_share", spec.safe_share)?;
+    let leases = spec.leases.then(|| LeaseSettings {
+        path: spec.leases_path.clone(),
+        proxy_id: spec.proxy_id.clone(),
+        safe_share: spec.safe_share,
+    });
     Ok(GovernorFeed {
+        leases,
         authority: spec.authority.unwrap_or_else(|| spec.cluster.clone()),
         cluster: spec.cluster,
         path: spec.path,

@@ -4,6 +4,7 @@
 //! and applies the returned [`Effects`]; nothing here calls the host directly.
 
 use crate::config::{Config, Mode, UntrackedPolicy};
+use crate::lease::{DemandTracker, HuntReport};
 use crate::reply::{self, Reply};
 use crate::request::{
     classify, sends_decision, Classified, HeaderPair, HuntRequest, Hunter, COOKIE_PREFIX,
@@ -125,6 +126,10 @@ pub struct Worker {
     throttle: ThrottleCache,
     tickets: TicketCache,
     owner: u64,
+    /// Joins rejected since the last tick, per slot (flushed into shared data).
+    rejected: hashbrown::HashMap<SlotRef, u32>,
+    /// What this worker last reported to the governor (when it is the fetcher).
+    demand: DemandTracker,
 }
 
 /// The verdict on a join, from the mode and the store's answer.
@@ -138,8 +143,8 @@ pub enum Verdict {
     WouldReject,
 }
 
-fn staleness(config: &Config) -> Option<&crate::throttle::Staleness> {
-    config.governor.as_ref().map(|feed| &feed.staleness)
+fn feed(config: &Config) -> Option<&crate::config::GovernorFeed> {
+    config.governor.as_ref()
 }
 
 /// Pure admission verdict.
@@ -159,6 +164,8 @@ impl Worker {
             throttle: ThrottleCache::default(),
             tickets: TicketCache::default(),
             owner: owner.max(1),
+            rejected: hashbrown::HashMap::new(),
+            demand: DemandTracker::default(),
         }
     }
 
@@ -288,9 +295,10 @@ impl Worker {
             None
         } else {
             self.throttle
-                .limit(hunt, &request.settings, now_ms, staleness(config))
+                .limit(hunt, &request.settings, now_ms, feed(config))
         };
         let mut attempt = 0;
+        let mut admitted_into = None;
         let outcome = loop {
             let slot = match self.slot(config, shared, hunt, now_ms) {
                 Ok(SlotLookup::Slot(slot)) => slot,
@@ -310,6 +318,7 @@ impl Worker {
                 }
                 Err(e) => return failed(e),
             };
+            admitted_into = Some(slot);
             match store::admit(shared, slot, key, expires_s, now_ms, limit) {
                 Ok(outcome) => break outcome,
                 // The slot went to another hunt: look this hunt up again, once.
@@ -349,6 +358,9 @@ impl Worker {
                 effects
             }
             Verdict::Reject => {
+                if let Some(slot) = admitted_into {
+                    *self.rejected.entry(slot).or_insert(0) += 1;
+                }
                 let active = match outcome {
                     AdmitOutcome::Full { active } => active,
                     _ => 0,
@@ -396,6 +408,9 @@ impl Worker {
         now_ms: u64,
     ) -> Result<TickReport, StoreError> {
         self.registry.refresh(shared)?;
+        for (slot, n) in self.rejected.drain() {
+            store::add_rejected(shared, slot, n)?;
+        }
         let mut report = TickReport {
             tracked_hunts: self.registry.len(),
             ..TickReport::default()
@@ -418,7 +433,7 @@ impl Worker {
                 let settings = config.hunt_settings(&hunt).unwrap_or(config.default_hunt);
                 let limit = self
                     .throttle
-                    .limit(&hunt, &settings, now_ms, staleness(config))
+                    .limit(&hunt, &settings, now_ms, feed(config))
                     .unwrap_or(u32::MAX);
                 report.gauges.push(HuntGauge {
                     limit,
@@ -428,6 +443,40 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+
+    /// This process's lease report: every registered hunt with sessions, rejected
+    /// joins since the previous report, or a live share (the fetcher's worker only).
+    pub fn lease_report<S: SharedData>(
+        &mut self,
+        shared: &S,
+        now_ms: u64,
+    ) -> Result<Vec<HuntReport>, StoreError> {
+        self.registry.refresh(shared)?;
+        self.throttle.refresh(shared)?;
+        let mut lines = Vec::new();
+        for (hunt, slot) in self.registry.hunts() {
+            if hunt.is_empty() {
+                continue;
+            }
+            let (active, rejected_total) = store::slot_stats(shared, slot)?;
+            let rejected = self.demand.since_last(hunt, rejected_total);
+            let share = self.throttle.share(hunt, now_ms);
+            if active > 0 || rejected > 0 || share.is_some() {
+                lines.push(HuntReport {
+                    hunt: hunt.to_string(),
+                    active,
+                    rejected,
+                    share,
+                });
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Milliseconds since the lease in force was sent for, if there is one.
+    pub fn lease_age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.throttle.lease_age_ms(now_ms)
     }
 
     /// Milliseconds since the governor document in force was last fetched (as of the last refresh).

@@ -27,6 +27,8 @@ const LOST_CALL_GRACE_MS: u64 = 5_000;
 pub struct FetchRequest {
     /// Request headers, pseudo-headers included.
     pub headers: Vec<(String, String)>,
+    /// Request body (the lease report), if any.
+    pub body: Option<Vec<u8>>,
     /// Call timeout in ms.
     pub timeout_ms: u32,
 }
@@ -55,8 +57,14 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// The call to dispatch now, if one is due and none is in flight.
-    pub fn poll(&mut self, feed: &GovernorFeed, now_ms: u64) -> Option<FetchRequest> {
+    /// The call to dispatch now, if one is due and none is in flight. With
+    /// leases, it is the lease exchange (a POST of `report()`, plain polling).
+    pub fn poll(
+        &mut self,
+        feed: &GovernorFeed,
+        now_ms: u64,
+        report: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Option<FetchRequest> {
         if let Some(since) = self.in_flight_since {
             if now_ms < since + self.in_flight_timeout_ms + LOST_CALL_GRACE_MS {
                 return None;
@@ -66,7 +74,23 @@ impl Fetcher {
         if now_ms.saturating_add(SCHEDULE_SLACK_MS) < self.next_due_ms {
             return None;
         }
-        let long_poll = feed.long_poll_s > 0 && self.etag.is_some();
+        let long_poll = feed.leases.is_none() && feed.long_poll_s > 0 && self.etag.is_some();
+        if let Some(leases) = &feed.leases {
+            self.in_flight_since = Some(now_ms);
+            self.in_flight_timeout_ms = u64::from(feed.timeout_ms);
+            self.in_flight_long_poll = false;
+            return Some(FetchRequest {
+                headers: vec![
+                    (":method".to_string(), "POST".to_string()),
+                    (":path".to_string(), leases.path.clone()),
+                    (":authority".to_string(), feed.authority.clone()),
+                    ("accept".to_string(), "application/json".to_string()),
+                    ("content-type".to_string(), "application/json".to_string()),
+                ],
+                body: Some(report()),
+                timeout_ms: feed.timeout_ms,
+            });
+        }
         let path = if long_poll {
             format!("{}?wait_s={}", feed.path, feed.long_poll_s)
         } else {
@@ -92,6 +116,7 @@ impl Fetcher {
         self.in_flight_long_poll = long_poll;
         Some(FetchRequest {
             headers,
+            body: None,
             timeout_ms,
         })
     }
@@ -137,7 +162,7 @@ impl Fetcher {
         let sent_ms = self.in_flight_since.take().unwrap_or(now_ms);
         let result = match status {
             Some(200) => match ThrottleTable::decode(body) {
-                Ok(table) => match throttle::publish(shared, body, now_ms) {
+                Ok(table) => match throttle::publish_exchange(shared, body, now_ms, sent_ms) {
                     Ok(()) => {
                         self.etag = etag.map(str::to_string);
                         FetchResult::Published(table.version)

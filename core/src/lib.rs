@@ -7,7 +7,8 @@
 //! - [`ticket`]: HMAC-signed admission tickets;
 //! - [`ticket_cache`]: a worker's cache of verified tickets (the hot path);
 //! - [`store`]: the exact, CAS-based session count in Envoy shared data;
-//! - [`throttle`]: governor ratios and the enforced limit;
+//! - [`throttle`]: governor ratios, lease shares and the enforced limit;
+//! - [`lease`]: the lease exchange's report to the governor;
 //! - [`engine`]: one worker's request handling and tick;
 //! - [`reply`]: JSON error replies.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod fetcher;
 pub mod hunt_id;
+pub mod lease;
 pub mod path;
 pub mod reply;
 pub mod request;

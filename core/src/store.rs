@@ -7,8 +7,9 @@
 //!   (the line's position is the slot); `registry_gen`: the generation alone,
 //!   so a worker re-reads the registry only when it changed;
 //! - `count/<slot>`: the slot's owner tag u64 (a hash of its hunt id; 0 = never
-//!   used), hunters holding a slot u32 (the admission gate, CAS-updated) and the
-//!   earliest expiry second of its records u32 (0 = unknown);
+//!   used), hunters holding a slot u32 (the admission gate, CAS-updated), the
+//!   earliest expiry second of its records u32 (0 = unknown) and the joins
+//!   rejected so far u32 (wrapping; the lease report's demand);
 //! - `shard/<slot>/<k>`: owner tag u64, then 12-byte records (hunter key u64,
 //!   expiry second u32), [`SHARDS`] per slot;
 //! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper,
@@ -40,8 +41,8 @@ pub const SHARDS: u32 = 16;
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// Bytes of one session record.
 const RECORD_BYTES: usize = 12;
-/// Bytes of a count value: owner tag, count, earliest expiry.
-const COUNT_BYTES: usize = 16;
+/// Bytes of a count value: owner tag, count, earliest expiry, rejected joins.
+const COUNT_BYTES: usize = 20;
 /// Bytes of a shard's owner tag, before its records.
 const SHARD_TAG_BYTES: usize = 8;
 /// How long the registrar lease lasts (one reassignment takes microseconds).
@@ -52,6 +53,7 @@ const RESCAN_AFTER_MS: u64 = 1_000;
 const LAYOUT_KEY: &str = "huntgate/v1/layout";
 const REGISTRY_KEY: &str = "huntgate/v1/registry";
 const REGISTRY_GEN_KEY: &str = "huntgate/v1/registry_gen";
+const PROCESS_ID_KEY: &str = "huntgate/v1/process_id";
 
 fn count_key(slot: u32) -> String {
     format!("huntgate/v1/count/{slot}")
@@ -129,6 +131,7 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
     create_if_absent(shared, LAYOUT_KEY, &0u32.to_le_bytes())?;
     create_if_absent(shared, REGISTRY_KEY, &0u64.to_le_bytes())?;
     create_if_absent(shared, REGISTRY_GEN_KEY, &0u64.to_le_bytes())?;
+    create_if_absent(shared, PROCESS_ID_KEY, b"")?;
     for lease in ["sweeper", "fetcher", "registrar"] {
         create_if_absent(shared, &lease_key(lease), &[0u8; 16])?;
     }
@@ -178,6 +181,8 @@ struct Count {
     active: u32,
     /// Lower bound of the earliest record expiry (unix s); 0 = unknown.
     next_expiry_s: u32,
+    /// Joins rejected in this slot since it was given to its hunt (wrapping).
+    rejected: u32,
 }
 
 impl Count {
@@ -186,6 +191,7 @@ impl Count {
             tag: read_u64_at(bytes, 0),
             active: read_u32_at(bytes, 8),
             next_expiry_s: read_u32_at(bytes, 12),
+            rejected: read_u32_at(bytes, 16),
         }
     }
 
@@ -194,6 +200,7 @@ impl Count {
         out.extend_from_slice(&self.tag.to_le_bytes());
         out.extend_from_slice(&self.active.to_le_bytes());
         out.extend_from_slice(&self.next_expiry_s.to_le_bytes());
+        out.extend_from_slice(&self.rejected.to_le_bytes());
         out
     }
 
@@ -215,7 +222,7 @@ fn moved(key: &str) -> StoreError {
 }
 
 /// A hunt's place in this Envoy process: its slot and the owner tag every update checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SlotRef {
     /// The slot index.
     pub slot: u32,
@@ -432,8 +439,7 @@ impl RegistryCache {
                 Ok(taken.then(|| {
                     Count {
                         tag,
-                        active: 0,
-                        next_expiry_s: 0,
+                        ..Count::default()
                     }
                     .encode()
                 }))
@@ -710,14 +716,44 @@ fn release<S: SharedData>(
         };
         Ok(Some(
             Count {
-                tag: slot.tag,
                 active: left,
                 next_expiry_s,
+                ..count
             }
             .encode(),
         ))
     })?;
     Ok(left)
+}
+
+/// Adds `n` rejected joins to the slot's demand counter (the worker's batch,
+/// flushed on its tick); nothing when the slot belongs to another hunt now.
+pub fn add_rejected<S: SharedData>(shared: &S, slot: SlotRef, n: u32) -> Result<(), StoreError> {
+    cas_update(shared, &count_key(slot.slot), |current| {
+        let count = Count::decode(current.unwrap_or_default());
+        Ok((count.tag == slot.tag).then(|| {
+            Count {
+                rejected: count.rejected.wrapping_add(n),
+                ..count
+            }
+            .encode()
+        }))
+    })?;
+    Ok(())
+}
+
+/// (hunters holding a slot, joins rejected so far) of `slot`; zeros when the
+/// slot belongs to another hunt.
+pub fn slot_stats<S: SharedData>(shared: &S, slot: SlotRef) -> Result<(u32, u32), StoreError> {
+    let count = shared
+        .get(&count_key(slot.slot))?
+        .map(|(v, _)| Count::decode(&v))
+        .unwrap_or_default();
+    Ok(if count.tag == slot.tag {
+        (count.active, count.rejected)
+    } else {
+        (0, 0)
+    })
 }
 
 /// Hunters holding a slot in `slot` (expired sessions count until swept); 0 when
@@ -814,6 +850,22 @@ pub fn acquire_lease<S: SharedData>(
     let mut next = owner.to_le_bytes().to_vec();
     next.extend_from_slice(&now_ms.saturating_add(duration_ms).to_le_bytes());
     Ok(shared.set(&key, &next, cas)? == SetOutcome::Written)
+}
+
+/// The identity every worker of this Envoy process agrees on: the first
+/// `candidate` stored wins.
+pub fn process_id<S: SharedData>(shared: &S, candidate: &str) -> Result<String, StoreError> {
+    let mut id = candidate.to_string();
+    cas_update(shared, PROCESS_ID_KEY, |current| {
+        let stored = current.unwrap_or_default();
+        if stored.is_empty() {
+            id = candidate.to_string();
+            return Ok(Some(candidate.as_bytes().to_vec()));
+        }
+        id = String::from_utf8_lossy(stored).into_owned();
+        Ok(None)
+    })?;
+    Ok(id)
 }
 
 /// Gives the lease `name` up, if `owner` holds it.

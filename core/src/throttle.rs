@@ -6,7 +6,7 @@
 use hashbrown::HashMap;
 use serde::Deserialize;
 
-use crate::config::{HuntSettings, MAX_HUNTERS_LIMIT};
+use crate::config::{GovernorFeed, HuntSettings, MAX_HUNTERS_LIMIT};
 use crate::hunt_id::normalize_hunt_id;
 use crate::shared_data::{SharedData, StoreError};
 
@@ -41,6 +41,30 @@ pub struct ThrottleTable {
     /// Per-hunt entries, by canonical hunt id.
     #[serde(default)]
     pub hunts: HashMap<String, HuntThrottle>,
+    /// This proxy's shares, in an answer to a lease exchange.
+    #[serde(default)]
+    pub leases: Option<LeaseGrant>,
+}
+
+/// Longest lease a governor may grant, in ms.
+pub const MAX_LEASE_MS: u32 = 600_000;
+
+/// The shares granted to this proxy by one lease exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseGrant {
+    /// How long the shares hold, counted from when this proxy sent its report.
+    pub lease_ms: u32,
+    /// Share per hunt (canonical id); a governed hunt without one gets the safe share.
+    #[serde(default)]
+    pub hunts: HashMap<String, ShareGrant>,
+}
+
+/// One hunt's share for this proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ShareGrant {
+    /// New joins this proxy may hold sessions for (its part of the fleet limit).
+    pub share: u32,
 }
 
 fn one() -> f64 {
@@ -54,6 +78,7 @@ impl Default for ThrottleTable {
             ttl_s: None,
             default_ratio: 1.0,
             hunts: HashMap::new(),
+            leases: None,
         }
     }
 }
@@ -91,6 +116,28 @@ impl ThrottleTable {
             }
         }
         table.hunts = hunts;
+        if let Some(grant) = &mut table.leases {
+            if !(1..=MAX_LEASE_MS).contains(&grant.lease_ms) {
+                return Err(format!(
+                    "leases.lease_ms must be between 1 and {MAX_LEASE_MS}"
+                ));
+            }
+            let mut shares = HashMap::with_capacity(grant.hunts.len());
+            for (raw, share) in grant.hunts.drain() {
+                let shown = crate::config::truncated(&raw);
+                let hunt = normalize_hunt_id(&raw)
+                    .map_err(|_| format!("leases.hunts.{shown}: not a valid hunt id"))?;
+                if share.share > MAX_HUNTERS_LIMIT {
+                    return Err(format!(
+                        "leases.hunts.{shown}.share must be at most {MAX_HUNTERS_LIMIT}"
+                    ));
+                }
+                if shares.insert(hunt, share).is_some() {
+                    return Err(format!("leases.hunts.{shown}: listed twice"));
+                }
+            }
+            grant.hunts = shares;
+        }
         Ok(table)
     }
 
@@ -119,8 +166,9 @@ pub fn effective_limit(max_hunters: u32, ratio: f64) -> u32 {
     (product.floor() as u32).min(max_hunters)
 }
 
-/// Shared-data key of the feed metadata: publish sequence (u64 LE) and the unix
-/// ms of the last successful fetch (u64 LE).
+/// Shared-data key of the feed metadata: publish sequence (u64 LE), the unix
+/// ms of the last successful fetch (u64 LE) and the unix ms at which the
+/// exchange that brought the document in force was sent (u64 LE; leases count from it).
 pub const THROTTLE_META_KEY: &str = "huntgate/v1/throttle_meta";
 
 /// Feed metadata as stored under [`THROTTLE_META_KEY`].
@@ -130,6 +178,8 @@ pub struct FeedMeta {
     pub seq: u64,
     /// Unix ms of the last fetch that returned the document in force (0: never).
     pub last_ok_ms: u64,
+    /// Unix ms at which the exchange that brought the document in force was sent.
+    pub sent_ms: u64,
 }
 
 impl FeedMeta {
@@ -138,24 +188,38 @@ impl FeedMeta {
         Self {
             seq: word(0),
             last_ok_ms: word(8),
+            sent_ms: word(16),
         }
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut out = self.seq.to_le_bytes().to_vec();
         out.extend_from_slice(&self.last_ok_ms.to_le_bytes());
+        out.extend_from_slice(&self.sent_ms.to_le_bytes());
         out
     }
 }
 
 /// Publishes a validated document fetched at `now_ms` (the elected fetcher only).
 pub fn publish<S: SharedData>(shared: &S, document: &[u8], now_ms: u64) -> Result<(), StoreError> {
+    publish_exchange(shared, document, now_ms, now_ms)
+}
+
+/// Publishes a validated document received at `now_ms` in answer to an
+/// exchange sent at `sent_ms` (its leases count from `sent_ms`).
+pub fn publish_exchange<S: SharedData>(
+    shared: &S,
+    document: &[u8],
+    now_ms: u64,
+    sent_ms: u64,
+) -> Result<(), StoreError> {
     shared.set(THROTTLE_KEY, document, 0)?;
     crate::store::cas_update(shared, THROTTLE_META_KEY, |current| {
         let meta = FeedMeta::decode(current.unwrap_or_default());
         let next = FeedMeta {
             seq: meta.seq.wrapping_add(1),
             last_ok_ms: now_ms,
+            sent_ms,
         };
         Ok(Some(next.encode()))
     })?;
@@ -238,24 +302,58 @@ impl ThrottleCache {
         (self.meta.last_ok_ms > 0).then(|| now_ms.saturating_sub(self.meta.last_ok_ms))
     }
 
+    /// This proxy's live share of `hunt`, if its last lease grants one.
+    pub fn share(&self, hunt: &str, now_ms: u64) -> Option<u32> {
+        let grant = self.table.leases.as_ref()?;
+        let live = now_ms < self.meta.sent_ms.saturating_add(u64::from(grant.lease_ms));
+        live.then(|| grant.hunts.get(hunt).map(|g| g.share))
+            .flatten()
+    }
+
+    /// Milliseconds since the exchange that brought the lease in force was sent.
+    pub fn lease_age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.table
+            .leases
+            .as_ref()
+            .map(|_| now_ms.saturating_sub(self.meta.sent_ms))
+    }
+
     /// The enforced limit for a hunt, or `None` for no limit (fail-open).
-    /// Without `staleness` (no governor configured) any published document applies.
+    /// Without `feed` (no governor configured) any published document applies.
+    ///
+    /// With leases, a hunt the governor's document names is governed
+    /// fleet-wide: this proxy enforces its live share, else the safe share;
+    /// before the first document every hunt gets the safe share.
     pub fn limit(
         &self,
         hunt: &str,
         settings: &HuntSettings,
         now_ms: u64,
-        staleness: Option<&Staleness>,
+        feed: Option<&GovernorFeed>,
     ) -> Option<u32> {
-        if let Some(staleness) = staleness {
+        if let Some(leases) = feed.and_then(|f| f.leases.as_ref()) {
+            let no_document_yet = self.meta.last_ok_ms == 0;
+            if no_document_yet || self.table.hunts.contains_key(hunt) {
+                return Some(self.share(hunt, now_ms).unwrap_or(leases.safe_share));
+            }
+        }
+        if let Some(staleness) = feed.map(|f| &f.staleness) {
             let fresh = self
                 .age_ms(now_ms)
                 .is_some_and(|age| age <= staleness.max_stale_ms);
             if !fresh {
+                // The hunt's capacity stays the governor's (the plugin's
+                // max_hunters is only the default for hunts it never named).
+                let max_hunters = self
+                    .table
+                    .hunts
+                    .get(hunt)
+                    .and_then(|entry| entry.max_hunters)
+                    .unwrap_or(settings.max_hunters);
                 return match staleness.on_stale {
                     StalePolicy::FailOpen => None,
                     StalePolicy::FailClosed => Some(0),
-                    StalePolicy::Ratio(ratio) => Some(effective_limit(settings.max_hunters, ratio)),
+                    StalePolicy::Ratio(ratio) => Some(effective_limit(max_hunters, ratio)),
                 };
             }
         }

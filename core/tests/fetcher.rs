@@ -45,8 +45,7 @@ fn limit(
 ) -> Option<u32> {
     cache.refresh(shared).unwrap();
     let settings = c.hunt_settings("h1").unwrap();
-    let feed = c.governor.as_ref().unwrap();
-    cache.limit("h1", &settings, now, Some(&feed.staleness))
+    cache.limit("h1", &settings, now, c.governor.as_ref())
 }
 
 #[test]
@@ -56,16 +55,16 @@ fn first_fetch_is_plain_then_long_polls_with_the_etag() {
     let shared = MemorySharedData::default();
     huntgate_core::store::prepare_layout(&shared, 1).unwrap();
     let mut f = Fetcher::default();
-    let first = f.poll(feed, NOW).unwrap();
+    let first = f.poll(feed, NOW, &mut Vec::new).unwrap();
     assert_eq!(header(&first.headers, ":path"), Some("/v1/throttle"));
     assert_eq!(header(&first.headers, ":authority"), Some("gov"));
     assert!(
-        f.poll(feed, NOW + 100).is_none(),
+        f.poll(feed, NOW + 100, &mut Vec::new).is_none(),
         "one call in flight at a time"
     );
     let r = f.on_response(feed, &shared, NOW + 10, Some(200), Some("\"7\""), DOC);
     assert_eq!(r, FetchResult::Published(7));
-    let next = f.poll(feed, NOW + 10).unwrap();
+    let next = f.poll(feed, NOW + 10, &mut Vec::new).unwrap();
     assert_eq!(
         header(&next.headers, ":path"),
         Some("/v1/throttle?wait_s=25")
@@ -81,16 +80,19 @@ fn a_held_long_poll_is_reissued_at_once_a_quick_one_after_a_gap() {
     let shared = MemorySharedData::default();
     huntgate_core::store::prepare_layout(&shared, 1).unwrap();
     let mut f = Fetcher::default();
-    f.poll(feed, NOW).unwrap();
+    f.poll(feed, NOW, &mut Vec::new).unwrap();
     f.on_response(feed, &shared, NOW + 10, Some(200), Some("\"7\""), DOC);
     // Held 12 s, then released by a change: the next long poll goes out now.
-    f.poll(feed, NOW + 10).unwrap();
+    f.poll(feed, NOW + 10, &mut Vec::new).unwrap();
     f.on_response(feed, &shared, NOW + 12_010, Some(200), Some("\"8\""), DOC);
-    assert!(f.poll(feed, NOW + 12_010).is_some());
+    assert!(f.poll(feed, NOW + 12_010, &mut Vec::new).is_some());
     // Answered at once (a server that does not hold): not before a gap.
     f.on_response(feed, &shared, NOW + 12_015, Some(304), None, b"");
-    assert!(f.poll(feed, NOW + 12_500).is_none(), "no busy loop");
-    assert!(f.poll(feed, NOW + 13_010).is_some());
+    assert!(
+        f.poll(feed, NOW + 12_500, &mut Vec::new).is_none(),
+        "no busy loop"
+    );
+    assert!(f.poll(feed, NOW + 13_010, &mut Vec::new).is_some());
 }
 
 #[test]
@@ -103,11 +105,11 @@ fn a_published_document_reaches_every_worker_and_304_keeps_it_fresh() {
     // No document yet: stale from the start, so the fallback applies.
     assert_eq!(limit(&mut w1, &shared, &c, NOW), Some(0));
     let mut f = Fetcher::default();
-    f.poll(feed, NOW);
+    f.poll(feed, NOW, &mut Vec::new);
     f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
     assert_eq!(limit(&mut w1, &shared, &c, NOW + 1), Some(50));
     assert_eq!(limit(&mut w2, &shared, &c, NOW + 1), Some(50));
-    f.poll(feed, NOW + 4_000);
+    f.poll(feed, NOW + 4_000, &mut Vec::new);
     assert_eq!(
         f.on_response(feed, &shared, NOW + 4_000, Some(304), None, b""),
         FetchResult::NotModified
@@ -128,7 +130,7 @@ fn failures_keep_the_last_good_document_until_max_stale() {
     huntgate_core::store::prepare_layout(&shared, 1).unwrap();
     let mut cache = ThrottleCache::default();
     let mut f = Fetcher::default();
-    f.poll(feed, NOW);
+    f.poll(feed, NOW, &mut Vec::new);
     f.on_response(feed, &shared, NOW, Some(200), None, DOC);
     for (status, body) in [
         (Some(503), &b"upstream connect error"[..]),
@@ -137,7 +139,7 @@ fn failures_keep_the_last_good_document_until_max_stale() {
         (None, &b""[..]),
     ] {
         let at = NOW + 1_000 + u64::from(f.consecutive_failures) * 1_000;
-        assert!(f.poll(feed, at).is_some());
+        assert!(f.poll(feed, at, &mut Vec::new).is_some());
         assert!(matches!(
             f.on_response(feed, &shared, at, status, None, body),
             FetchResult::Failed(_)
@@ -147,8 +149,8 @@ fn failures_keep_the_last_good_document_until_max_stale() {
     assert_eq!(f.consecutive_failures, 4);
     assert_eq!(
         limit(&mut cache, &shared, &c, NOW + 30_001),
-        Some(3),
-        "fallback ratio 0.3 of 10"
+        Some(30),
+        "fallback ratio 0.3 of the governor's max_hunters 100 (not the plugin's 10)"
     );
 }
 
@@ -165,10 +167,10 @@ fn dispatch_failure_retries_after_the_poll_interval() {
     let c = config(r#","poll_interval_ms":500"#);
     let feed = c.governor.as_ref().unwrap();
     let mut f = Fetcher::default();
-    f.poll(feed, NOW).unwrap();
+    f.poll(feed, NOW, &mut Vec::new).unwrap();
     f.dispatch_failed(feed, NOW);
-    assert!(f.poll(feed, NOW + 400).is_none());
-    assert!(f.poll(feed, NOW + 500).is_some());
+    assert!(f.poll(feed, NOW + 400, &mut Vec::new).is_none());
+    assert!(f.poll(feed, NOW + 500, &mut Vec::new).is_some());
 }
 
 #[test]
@@ -180,19 +182,19 @@ fn plain_polls_start_one_interval_apart_whatever_the_response_time() {
     let shared = MemorySharedData::default();
     huntgate_core::store::prepare_layout(&shared, 1).unwrap();
     let mut f = Fetcher::default();
-    f.poll(feed, NOW).unwrap();
+    f.poll(feed, NOW, &mut Vec::new).unwrap();
     f.on_response(feed, &shared, NOW + 40, Some(200), Some("\"7\""), DOC);
     assert!(
-        f.poll(feed, NOW + 900).is_none(),
+        f.poll(feed, NOW + 900, &mut Vec::new).is_none(),
         "not due before the interval"
     );
     let next = f
-        .poll(feed, NOW + 1_000)
+        .poll(feed, NOW + 1_000, &mut Vec::new)
         .expect("due one interval after the last start");
     f.on_response(feed, &shared, NOW + 1_040, Some(304), None, b"");
     assert!(header(&next.headers, "if-none-match").is_some());
     assert!(
-        f.poll(feed, NOW + 1_999).is_some(),
+        f.poll(feed, NOW + 1_999, &mut Vec::new).is_some(),
         "a tick a hair early still fetches"
     );
 }
@@ -222,18 +224,38 @@ fn a_304_with_another_etag_is_not_taken_as_unchanged() {
     let shared = MemorySharedData::default();
     huntgate_core::store::prepare_layout(&shared, 1).unwrap();
     let mut f = Fetcher::default();
-    f.poll(feed, NOW);
+    f.poll(feed, NOW, &mut Vec::new);
     f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
-    f.poll(feed, NOW + 1_000);
+    f.poll(feed, NOW + 1_000, &mut Vec::new);
     assert!(matches!(
         f.on_response(feed, &shared, NOW + 1_000, Some(304), Some("\"8\""), b""),
         FetchResult::Failed(_)
     ));
-    f.poll(feed, NOW + 3_000);
+    f.poll(feed, NOW + 3_000, &mut Vec::new);
     f.on_response(feed, &shared, NOW + 3_000, Some(200), Some("\"7\""), DOC);
-    f.poll(feed, NOW + 4_000);
+    f.poll(feed, NOW + 4_000, &mut Vec::new);
     assert_eq!(
         f.on_response(feed, &shared, NOW + 4_000, Some(304), Some("\"7\""), b""),
         FetchResult::NotModified
+    );
+}
+
+#[test]
+fn governor_outage_keeps_the_governed_max_hunters() {
+    // Issue 10 #1: a governor outage replaced a governed 100 x ratio by the
+    // plugin's default max_hunters (10) x the fallback ratio.
+    let c = config(r#","max_stale_s":5,"on_stale":{"ratio":0.3}"#);
+    let feed = c.governor.as_ref().unwrap();
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    let mut f = Fetcher::default();
+    f.poll(feed, NOW, &mut Vec::new);
+    f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
+    let mut w = ThrottleCache::default();
+    assert_eq!(limit(&mut w, &shared, &c, NOW + 1), Some(50));
+    assert_eq!(
+        limit(&mut w, &shared, &c, NOW + 6_000),
+        Some(30),
+        "stale: 0.3 of the governor's max_hunters 100, not of the plugin's 10"
     );
 }
