@@ -12,7 +12,8 @@
 //! - [`persist`]: the law's state across restarts (pure resume rule + a file store);
 //! - [`listener`]: connection cap, header/idle timeouts and the drain kill switch;
 //! - [`text`]: redaction and truncation of everything echoed in errors and logs;
-//! - [`legacy`]: `import-legacy` for hunt-config.yml.
+//! - [`legacy`]: `import-legacy` for hunt-config.yml;
+//! - [`manifests`]: `check-manifests`, the install guard over rendered Kubernetes manifests.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod governor;
 pub mod law;
 pub mod legacy;
 pub mod listener;
+pub mod manifests;
 pub mod metrics;
 pub mod persist;
 pub mod policy;

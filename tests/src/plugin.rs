@@ -48,6 +48,24 @@ pub fn config(overrides: Value) -> Value {
     base
 }
 
+/// `config` with every `{"env": NAME}` ticket secret replaced by
+/// [`TICKET_SECRET`]: for running a shipped pluginConfig in an Envoy whose VM
+/// has no such variable (tests/tests/e2e/install.rs proves the variable path).
+pub fn with_env_secrets_inlined(config: &Value) -> Value {
+    let mut config = config.clone();
+    if let Some(secrets) = config
+        .get_mut("ticket_secrets")
+        .and_then(Value::as_array_mut)
+    {
+        for secret in secrets.iter_mut() {
+            if secret.get("env").is_some() {
+                *secret = Value::String(TICKET_SECRET.to_string());
+            }
+        }
+    }
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

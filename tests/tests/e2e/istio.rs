@@ -79,6 +79,8 @@ fn wasm_plugin_is_valid_for_istios_crd() {
 fn wasm_plugin_config_runs_in_envoy() {
     let config = wasm_plugin()["spec"]["pluginConfig"].clone();
     assert!(config.is_object(), "pluginConfig is an object");
+    // The secret comes from the gateway's environment; here an inline test secret stands in.
+    let config = plugin::with_env_secrets_inlined(&config);
     let upstream = Upstream::start();
     // The manifest's governor cluster is Istio's; here nothing answers it, so
     // the fallback (ratio 1.0 of max_hunters) applies.

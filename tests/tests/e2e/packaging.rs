@@ -213,6 +213,8 @@ fn check_package(docs: &[Value], expect: &Expect) -> Value {
 /// with `max_hunters` lowered to 1 by a live update, the overlay's mode shows
 /// (enforce: 429 hunt_full; shadow: passed with `would-reject`).
 fn check_in_envoy(config: &Value, expect: &Expect) {
+    // The secret comes from the gateway's environment; here an inline test secret stands in.
+    let config = &huntgate_e2e::plugin::with_env_secrets_inlined(config);
     let upstream = Upstream::start();
     // The manifests' governor cluster is Istio's; nothing answers it here, so
     // the fallback ratio (1.0 of max_hunters) applies.
