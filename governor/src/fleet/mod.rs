@@ -29,8 +29,10 @@
 //!   others still hold the seats (see [`HuntAllocation::report`]).
 //! - **Max-min fair spare.** What the limit leaves over the fleet's active sessions is
 //!   water-filled over each proxy's `extra = rejected + growth + headroom`
-//!   ([`AllocatorConfig::headroom`]); a proxy without demand holds at most `active +
-//!   headroom`; unwanted spare stays with the governor for whoever shows demand next.
+//!   ([`AllocatorConfig::headroom`]), where `growth` is the rise of its active count since
+//!   its previous report (joins it admitted: demand it met). A proxy without demand (nothing
+//!   rejected, no growth) holds at most `active + headroom`; unwanted spare stays with the
+//!   governor for whoever shows demand next.
 //! - **Silence returns capacity.** A proxy that stops reporting is dropped when its lease
 //!   (plus `expiry_margin_ms`) ends; a new proxy gets a share at its first report if there is
 //!   room.
