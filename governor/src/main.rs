@@ -41,6 +41,21 @@ enum Command {
     Check(PolicyArgs),
     /// Convert a legacy hunt-config.yml (`max_concurrent_hunters`) to a policy file.
     ImportLegacy(ImportArgs),
+    /// The install guard: check rendered manifests (`kubectl kustomize DIR`
+    /// output, a file or a directory of YAML files) and exit 1 naming each
+    /// object at fault (a filter without its governor or the reverse, a wrong
+    /// governor cluster, an invalid pluginConfig, inline secrets, leases without
+    /// a coordinating governor, no failStrategy).
+    CheckManifests(ManifestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ManifestArgs {
+    /// A YAML file (`-` for standard input) or a directory of them.
+    path: PathBuf,
+    /// Report inline ticket secrets as warnings instead of errors.
+    #[arg(long)]
+    allow_inline_secrets: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,6 +181,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => run(args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::ImportLegacy(args)) => import(&args),
+        Some(Command::CheckManifests(args)) => check_manifests(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +299,36 @@ fn check(args: &PolicyArgs) -> Result<()> {
         args.policies.display(),
         policy.hunts.len(),
         policy.bound_signals().len()
+    );
+    Ok(())
+}
+
+fn check_manifests(args: &ManifestArgs) -> Result<()> {
+    use huntgate_governor::manifests::{check, load, parse, Options};
+    let objects = if args.path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read standard input")?;
+        parse(&text).map_err(|e| anyhow::anyhow!("standard input: {e}"))?
+    } else {
+        load(&args.path).map_err(|e| anyhow::anyhow!(e))?
+    };
+    let options = Options {
+        allow_inline_secrets: args.allow_inline_secrets,
+    };
+    let findings = check(&objects, options);
+    for finding in &findings {
+        eprintln!("{finding}");
+    }
+    let errors = findings.iter().filter(|f| f.fatal).count();
+    if errors > 0 {
+        bail!("{errors} problem(s) in {}", args.path.display());
+    }
+    println!(
+        "{}: {} objects, huntgate installable ({} warning(s))",
+        args.path.display(),
+        objects.len(),
+        findings.len()
     );
     Ok(())
 }
