@@ -107,6 +107,14 @@ async fn real_redis_memory_drives_the_ratio_and_staleness() {
     assert_eq!(eval(&mut g, 165).await, (0.8, Reason::Recovering));
     let h = g.signals().get(&redis_id()).unwrap();
     assert!(!h.up && h.errors_total == 1, "{h:?}");
+    // Issue 11, defect 7: the dead server's cause, not the dead connection's "broken pipe".
+    let e = h.last_error.as_ref().unwrap();
+    assert_eq!(e.cause, huntgate_governor::signal::ErrorCause::Connect);
+    assert!(
+        e.message.to_lowercase().contains("refused"),
+        "{}",
+        e.message
+    );
     assert_eq!(eval(&mut g, 175).await, (0.8, Reason::Recovering));
     for t in (180..300).step_by(5) {
         assert_eq!(eval(&mut g, t).await, (0.8, Reason::SignalStale), "t={t}");
