@@ -189,7 +189,8 @@ impl Check<'_> {
             let range = if zero_ok { "[0, 1]" } else { "(0, 1]" };
             return Err(self.err(field, format!("{v} is outside {range}")));
         }
-        Ok(v)
+        // -0.0 is accepted as 0 and served as 0 (never `"ratio": -0.0`).
+        Ok(if v == 0.0 { 0.0 } else { v })
     }
 
     fn signal(
@@ -352,6 +353,14 @@ impl Check<'_> {
     ) -> Result<(), PolicyError> {
         if max_hunters == 0 {
             return Err(self.err("max_hunters", "must be at least 1"));
+        }
+        let bound = huntgate_core::config::MAX_HUNTERS_LIMIT;
+        if max_hunters > bound {
+            // The filter refuses a document above its own bound: validate alike.
+            return Err(self.err(
+                "max_hunters",
+                format!("{max_hunters} is above {bound}, the filter's bound"),
+            ));
         }
         if min_hunters > max_hunters {
             if max_here && !min_here {
