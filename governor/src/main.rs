@@ -357,3 +357,33 @@ fn import(args: &ImportArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filters_that_log_nothing_are_refused() {
+        for ok in [
+            "info",
+            "WARN",
+            "huntgate_governor=debug,info",
+            "warn,rdkafka=off",
+        ] {
+            assert!(log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["nonsense", "info,verbose", "huntgate_governor=loud", ""] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_resolve_host_names() {
+        assert_eq!(
+            resolve("--listen", "localhost:9911").unwrap(),
+            "127.0.0.1:9911".parse::<SocketAddr>().unwrap()
+        );
+        let e = resolve("--listen", "9911").unwrap_err().to_string();
+        assert!(e.starts_with("--listen `9911`: not HOST:PORT"), "{e}");
+    }
+}
