@@ -1,5 +1,6 @@
-//! The HTTP API: `GET /v1/throttle` (conditional and long-poll), `/metrics`, `/healthz`,
-//! `/readyz`. `app(state)` builds the router; tests drive it with `oneshot`, no socket.
+//! The HTTP API: `GET /v1/throttle` (conditional and long-poll), `POST /v1/leases`
+//! (the fleet lease exchange), `GET /v1/fleet`, `/metrics`, `/healthz`, `/readyz`.
+//! `app(state)` builds the router; tests drive it with `oneshot`, no socket.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,12 +11,15 @@ use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::clock::{Clock, SystemClock};
 use crate::document::ThrottleDocument;
+use crate::fleet::exchange::{exchange, render_metrics, LeaseRequest};
+use crate::fleet::{AllocatorConfig, Fleet};
 use crate::governor::Snapshot;
 use crate::listener::{ConnMeta, ConnStats, Pool, PROBE_PATHS};
 use crate::metrics;
@@ -34,17 +38,39 @@ pub struct AppState {
     pub waiting: Arc<AtomicU64>,
     /// Connection counters of the listener (all zero without one, e.g. under `oneshot`).
     pub conns: Arc<ConnStats>,
+    /// The fleet's lease allocation (this replica's, in memory).
+    pub fleet: Arc<std::sync::Mutex<Fleet>>,
+    /// The lease allocator's settings.
+    pub fleet_config: AllocatorConfig,
+    /// The clock leases are counted on.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
     /// State over a governor's snapshots and a shutdown flag.
     pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, shutdown: watch::Receiver<bool>) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let fleet_config = AllocatorConfig::default();
+        // A governor that starts knows no lease in flight: it learns first.
+        let fleet = Fleet::starting(clock.now_ms(), &fleet_config);
         Self {
             snapshots,
             shutdown,
             waiting: Arc::new(AtomicU64::new(0)),
             conns: Arc::new(ConnStats::default()),
+            fleet: Arc::new(std::sync::Mutex::new(fleet)),
+            fleet_config,
+            clock,
         }
+    }
+
+    /// The same, with leases counted on `clock` (the fleet state starts over,
+    /// learning from `clock`'s now).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        let fleet = Fleet::starting(clock.now_ms(), &self.fleet_config);
+        self.fleet = Arc::new(std::sync::Mutex::new(fleet));
+        self.clock = clock;
+        self
     }
 
     /// The same, reporting the listener's connection counters in `/metrics`.
@@ -79,6 +105,9 @@ pub enum AppError {
     /// No evaluation has run yet.
     #[error("not ready: no evaluation has run yet")]
     NotReady,
+    /// The lease state could not be used (a handler panicked holding it).
+    #[error("lease state unavailable")]
+    Unavailable,
     /// A reserved probe connection asked for something else than a probe.
     #[error(
         "too many connections: this connection may only ask for /healthz, /readyz or /metrics"
@@ -90,7 +119,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::NotReady | AppError::ProbeOnly => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::NotReady | AppError::ProbeOnly | AppError::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         let close = matches!(self, AppError::ProbeOnly);
         let body = serde_json::json!({ "error": self.to_string() });
@@ -107,6 +138,8 @@ impl IntoResponse for AppError {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/throttle", get(throttle))
+        .route("/v1/leases", post(leases))
+        .route("/v1/fleet", get(fleet_view))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -231,6 +264,46 @@ async fn throttle(
     }
 }
 
+/// `POST /v1/leases`: one proxy's report in, its shares (with the document) out.
+async fn leases(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let snapshot = state.snapshots.borrow().clone();
+    if !snapshot.ready {
+        return Err(AppError::NotReady);
+    }
+    let request: LeaseRequest = serde_json::from_slice(&body).map_err(|e| {
+        AppError::BadRequest(format!(
+            "lease report: {}",
+            crate::text::echo(&e.to_string())
+        ))
+    })?;
+    let now = state.clock.now_ms();
+    let mut fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
+    let answer = exchange(
+        &mut fleet,
+        &snapshot.document,
+        request,
+        now,
+        &state.fleet_config,
+    )
+    .map_err(AppError::BadRequest)?;
+    let mut response = Json(answer).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /v1/fleet`: hunts × proxies as this replica allocates them.
+async fn fleet_view(State(state): State<AppState>) -> Result<Response, AppError> {
+    let now = state.clock.now_ms();
+    let fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
+    let view = fleet.view(now, &state.fleet_config);
+    Ok(Json(serde_json::json!({"hunts": view})).into_response())
+}
+
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
     let mut text = metrics::render(&snapshot);
@@ -239,6 +312,12 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         state.waiting.load(Ordering::Relaxed),
         &state.conns,
     );
+    if let Ok(fleet) = state.fleet.lock() {
+        render_metrics(
+            &mut text,
+            &fleet.view(state.clock.now_ms(), &state.fleet_config),
+        );
+    }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 

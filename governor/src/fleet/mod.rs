@@ -63,6 +63,7 @@
 //! allocator no longer counts them once it drops the proxy.
 
 mod config;
+pub mod exchange;
 pub mod fair;
 mod hunt;
 

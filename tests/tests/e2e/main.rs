@@ -10,6 +10,7 @@ mod admission;
 mod bypass;
 mod catalog;
 mod config;
+mod fleet;
 mod governor;
 mod install;
 mod istio;

@@ -1,0 +1,175 @@
+//! The lease exchange as served at `POST /v1/leases` (pure: request + state +
+//! document + now → answer), its `/metrics` lines and the `GET /v1/fleet` view.
+//!
+//! The request is the filter's report (`core/src/lease.rs`):
+//! `{"proxy": ID, "hunts": {HUNT: {"active": N, "rejected": N, "share": N}}}`.
+//! The answer is the throttle document plus `"leases": {"lease_ms": N,
+//! "hunts": {HUNT: {"share": N}}}` with a share for every hunt the document
+//! governs (a hunt the proxy did not report is granted as if it reported no
+//! session and no demand: headroom only, so its first joins need no round trip).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AllocatorConfig, Fleet, HuntView, Report};
+use crate::clock::Millis;
+use crate::document::ThrottleDocument;
+
+/// Longest accepted proxy id.
+pub const MAX_PROXY_ID_LEN: usize = 128;
+/// Most hunts one report may carry.
+pub const MAX_REPORTED_HUNTS: usize = 65_536;
+/// Proxies listed per hunt in `/metrics` (the rest are summed only): bounds cardinality.
+pub const MAX_PROXY_SERIES: usize = 50;
+
+/// A proxy's report, as posted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The proxy's identity (one per Envoy process).
+    pub proxy: String,
+    /// Per hunt id.
+    #[serde(default)]
+    pub hunts: BTreeMap<String, Report>,
+}
+
+/// One hunt's share in the answer.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ShareAnswer {
+    /// The share to enforce.
+    pub share: u32,
+}
+
+/// The `leases` member of the answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseAnswer {
+    /// How long the shares hold, from when the proxy sent its report.
+    pub lease_ms: Millis,
+    /// Per hunt.
+    pub hunts: BTreeMap<String, ShareAnswer>,
+}
+
+/// The whole answer: the throttle document with this proxy's leases.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeAnswer<'a> {
+    /// The document in force.
+    #[serde(flatten)]
+    pub document: &'a ThrottleDocument,
+    /// This proxy's shares.
+    pub leases: LeaseAnswer,
+}
+
+/// Validates a report and answers it, updating the fleet state.
+pub fn exchange<'a>(
+    fleet: &mut Fleet,
+    document: &'a ThrottleDocument,
+    request: LeaseRequest,
+    now_ms: Millis,
+    config: &AllocatorConfig,
+) -> Result<ExchangeAnswer<'a>, String> {
+    let proxy = request.proxy;
+    let valid = !proxy.is_empty()
+        && proxy.len() <= MAX_PROXY_ID_LEN
+        && proxy.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(format!(
+            "proxy: must be 1-{MAX_PROXY_ID_LEN} visible ASCII characters"
+        ));
+    }
+    if request.hunts.len() > MAX_REPORTED_HUNTS {
+        return Err(format!("hunts: at most {MAX_REPORTED_HUNTS} per report"));
+    }
+    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
+    for (raw, report) in request.hunts {
+        let hunt = huntgate_core::hunt_id::normalize_hunt_id(&raw)
+            .map_err(|_| format!("hunts.{}: not a valid hunt id", crate::text::echo(&raw)))?;
+        reports.insert(hunt, report);
+    }
+    fleet.expire(now_ms, config);
+    let mut hunts = BTreeMap::new();
+    for (hunt, entry) in &document.hunts {
+        let report = reports.get(hunt).copied().unwrap_or_default();
+        let grant = fleet.report(hunt, &proxy, report, entry.limit, now_ms, config);
+        hunts.insert(hunt.clone(), ShareAnswer { share: grant.share });
+    }
+    Ok(ExchangeAnswer {
+        document,
+        leases: LeaseAnswer {
+            lease_ms: config.lease_ms,
+            hunts,
+        },
+    })
+}
+
+/// One per-hunt metric family: name, help, value.
+type HuntFamily = (&'static str, &'static str, fn(&HuntView) -> u64);
+
+/// Prometheus lines for the fleet: per hunt the fleet limit, Σ granted, Σ
+/// committed, Σ active, proxies holding a share, learning; per proxy (the
+/// first [`MAX_PROXY_SERIES`] per hunt, by id) share and active.
+pub fn render_metrics(out: &mut String, views: &BTreeMap<String, HuntView>) {
+    let families: [HuntFamily; 6] = [
+        (
+            "huntgate_fleet_limit",
+            "Fleet-wide limit of the hunt.",
+            |v| u64::from(v.limit),
+        ),
+        (
+            "huntgate_fleet_granted",
+            "Sum of the shares granted.",
+            |v| v.granted,
+        ),
+        (
+            "huntgate_fleet_committed",
+            "Sum of what proxies may still be acting on (never above the limit).",
+            |v| v.committed,
+        ),
+        (
+            "huntgate_fleet_active",
+            "Sum of the sessions proxies report.",
+            |v| v.active,
+        ),
+        (
+            "huntgate_fleet_holders",
+            "Proxies holding a non-zero share.",
+            |v| v.holders as u64,
+        ),
+        (
+            "huntgate_fleet_learning",
+            "1 while the hunt is in the learning period after a governor start.",
+            |v| u64::from(v.learning),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (hunt, view) in views {
+            let _ = writeln!(out, "{name}{{hunt=\"{hunt}\"}} {}", value(view));
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "huntgate_fleet_proxy_share",
+            "A proxy's share of the hunt (first 50 proxies per hunt).",
+            (|p: &super::ProxyView| p.share) as fn(&super::ProxyView) -> u32,
+        ),
+        (
+            "huntgate_fleet_proxy_active",
+            "A proxy's reported sessions (first 50 proxies per hunt).",
+            |p: &super::ProxyView| p.active,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (hunt, view) in views {
+            for (proxy, p) in view.proxies.iter().take(MAX_PROXY_SERIES) {
+                let proxy = proxy.replace(['\\', '"'], "_");
+                let _ = writeln!(
+                    out,
+                    "{name}{{hunt=\"{hunt}\",proxy=\"{proxy}\"}} {}",
+                    pick(p)
+                );
+            }
+        }
+    }
+}
