@@ -113,12 +113,78 @@ fn three_proxies_hold_one_fleet_cap_with_uneven_demand() {
         }
     }
     assert!(admitted.len() <= FLEET_LIMIT, "{} admitted", admitted.len());
+
+    // Kill proxy c (scale-in): its hunters leave with it, and its seats return to
+    // the others once its lease ends, never sooner than the lease allows.
+    let mut proxies = proxies;
+    let killed = proxies.remove(2);
+    drop(killed);
+    let c_seats = per_proxy[2];
+    let mut refill = 0;
+    let returned = try_poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        for i in 600..700 {
+            let hunter = format!("h{i}");
+            if join(&clients[0], HUNT, &hunter).status == 200 {
+                refill += 1;
+                admitted.insert(i);
+            }
+            assert!(
+                refill <= c_seats,
+                "{refill} seats given out after {c_seats} returned"
+            );
+        }
+        (refill == c_seats).then_some(())
+    });
+    assert!(
+        returned.is_some(),
+        "only {refill} of the killed proxy's {c_seats} seats came back; fleet: {}",
+        governor_fleet(&governor)
+    );
     eprintln!(
-        "fleet cap {FLEET_LIMIT}: {} admitted (per proxy {per_proxy:?}), at most {most} at any sample",
-        admitted.len()
+        "fleet cap {FLEET_LIMIT}: {most} admitted at most (per proxy {per_proxy:?}); \
+         proxy c killed: its {c_seats} seats went to proxy a"
     );
 }
 
 fn governor_fleet(governor: &Governor) -> String {
     huntgate_e2e::Client::new(governor.addr()).get_ok("/v1/fleet")
+}
+
+#[test]
+fn a_new_proxy_gets_a_share_at_its_first_exchanges() {
+    let policies = Policies::new(DEFAULTS);
+    policies.set_hunt(HUNT, "max_hunters: 30\npin_ratio: 1.0\n");
+    let governor = Governor::start(&policies);
+    let upstream = Upstream::start();
+    let first = Envoy::start_with_governor(&plugin_config("gw-a"), &upstream, governor.addr());
+    let mut admitted = 0;
+    let filled = try_poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        for i in 0..10 {
+            if join(&first.client(), HUNT, &format!("a{i}-{admitted}")).status == 200 {
+                admitted += 1;
+            }
+            if admitted == 10 {
+                return Some(());
+            }
+        }
+        None
+    });
+    assert!(filled.is_some(), "the first proxy admitted {admitted}");
+    // Scale-out: a second replica joins the fleet and gets seats of the spare 20.
+    let second = Envoy::start_with_governor(&plugin_config("gw-b"), &upstream, governor.addr());
+    let mut on_second = 0;
+    let served = try_poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        for i in 0..5 {
+            if join(&second.client(), HUNT, &format!("b{on_second}-{i}")).status == 200 {
+                on_second += 1;
+            }
+        }
+        (on_second >= 5).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "the new proxy got {on_second} seats; fleet: {}",
+        governor_fleet(&governor)
+    );
+    assert!(admitted + on_second <= 30);
 }
