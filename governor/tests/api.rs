@@ -11,8 +11,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +24,7 @@ use huntgate_governor::governor::Governor;
 use huntgate_governor::law::{HuntSpec, Knobs};
 use huntgate_governor::policy::{Policy, RedisEndpoint};
 use huntgate_governor::signal::{ErrorCause, ReadError, SignalId};
-use support::{which, NoSources};
+use support::{promtool_check, NoSources};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -386,32 +384,6 @@ async fn metrics_list_every_family() {
         );
     }
     promtool_check(&text);
-}
-
-/// `promtool check metrics` (Debian `prometheus`, installed by
-/// scripts/install-governor-tools.sh) must accept the exposition.
-fn promtool_check(text: &str) {
-    let promtool = support::tool("HUNTGATE_PROMTOOL", which("promtool"), "promtool");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics failed:\n{}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

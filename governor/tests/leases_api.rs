@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -24,7 +22,7 @@ use huntgate_governor::governor::Governor;
 use huntgate_governor::law::{HuntSpec, Knobs};
 use huntgate_governor::policy::Policy;
 use serde_json::{json, Value};
-use support::{which, NoSources};
+use support::{promtool_check, NoSources};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -175,28 +173,4 @@ async fn bad_reports_are_refused_naming_the_field() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-}
-
-fn promtool_check(text: &str) {
-    let promtool = support::tool("HUNTGATE_PROMTOOL", which("promtool"), "promtool");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -312,3 +312,30 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16,
         .unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
+
+/// `promtool check metrics` (Debian `prometheus`, installed by
+/// scripts/install-governor-tools.sh) must accept the exposition.
+pub fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let promtool = tool("HUNTGATE_PROMTOOL", which("promtool"), "promtool");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
