@@ -207,3 +207,48 @@ async fn real_kafka_lag_is_exact_drives_the_ratio_and_goes_stale() {
     assert!(report.stale && !report.health.up);
     assert!(report.health.errors_total >= 3);
 }
+
+/// Issue 11, defect 7, against a real broker: a Kafka signal moving from "unreachable
+/// broker" to "topic does not exist" changes its exported cause (connect → protocol).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_cause_change_from_unreachable_to_missing_topic_is_exported() {
+    let broker = Tansu::start();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "defaults.yaml",
+        "read_timeout_ms: 1000\nkafka: {brokers: '127.0.0.1:1'}\n",
+    );
+    write(
+        dir.path(),
+        "hunts/hunt-001.yaml",
+        "signals: ['kafka:nobody/no-such-topic']\n",
+    );
+    let dead = load_dir(dir.path(), &Overrides::default()).unwrap();
+    let mut g = Governor::new(dead, Arc::new(RealSources), 1, T0);
+    let cause = |g: &Governor| {
+        let text = huntgate_governor::metrics::render(&g.subscribe().borrow());
+        text.lines()
+            .find(|l| l.starts_with("huntgate_signal_error_cause{"))
+            .map(str::to_string)
+    };
+    g.evaluate(T0).await;
+    let first = cause(&g).unwrap_or_default();
+    assert!(
+        first.starts_with(
+            "huntgate_signal_error_cause{signal=\"kafka:nobody/no-such-topic\",cause="
+        ) && (first.ends_with("cause=\"connect\"} 1") || first.ends_with("cause=\"timeout\"} 1")),
+        "unreachable broker: {first}"
+    );
+    let live = Overrides {
+        redis: vec![],
+        kafka_brokers: Some(broker.brokers.clone()),
+    };
+    g.apply_reload(load_dir(dir.path(), &live), T0 + secs(5));
+    g.evaluate(T0 + secs(5)).await;
+    let now = cause(&g).unwrap_or_default();
+    assert!(
+        now.ends_with("cause=\"protocol\"} 1"),
+        "topic does not exist: {now}"
+    );
+}
