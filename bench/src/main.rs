@@ -442,19 +442,26 @@ fn main() -> Result<()> {
         .map(|r| r.per_request);
     let mut main_results = main_results;
     // A V8 tier-up or GC landing inside one of the two runs occasionally skews a
-    // slope upwards: the gate re-measures the hot path once before failing.
+    // slope (either way): the gate re-measures the hot path up to twice before failing.
     if smoke {
         let over = |r: &Result<CaseResult>| {
             r.as_ref().map_or(true, |r| {
                 bare.is_some_and(|b| r.per_request - b > hot_gate() || r.per_request < b)
             })
         };
+        // A slope below bare Envoy is a disturbed run, never a better one.
+        let plausible = |r: &CaseResult| bare.is_none_or(|b| r.per_request >= b);
         if let (Some(hot_case), Some(hot)) = (main_cases.get(1), main_results.get_mut(1)) {
-            if over(hot) {
-                eprintln!("   hot path over the gate: measuring it once more");
+            for _ in 0..2 {
+                if !over(hot) {
+                    break;
+                }
+                eprintln!("   hot path over the gate or below bare: measuring it once more");
                 let again = instr::measure(&root, &dir, hot_case, settings.n.0, settings.n.1, 2);
                 let better = match (&again, &*hot) {
-                    (Ok(a), Ok(h)) => a.per_request < h.per_request,
+                    (Ok(a), Ok(h)) => {
+                        plausible(a) && (!plausible(h) || a.per_request < h.per_request)
+                    }
                     (Ok(_), Err(_)) => true,
                     _ => false,
                 };
