@@ -422,7 +422,6 @@ impl Worker {
         let hunts: Vec<(String, SlotRef)> = self
             .registry
             .hunts()
-            .filter(|(hunt, _)| !hunt.is_empty())
             .map(|(hunt, slot)| (hunt.to_string(), slot))
             .collect();
         self.throttle.refresh(shared)?;
@@ -456,9 +455,6 @@ impl Worker {
         self.throttle.refresh(shared)?;
         let mut lines = Vec::new();
         for (hunt, slot) in self.registry.hunts() {
-            if hunt.is_empty() {
-                continue;
-            }
             let (active, rejected_total) = store::slot_stats(shared, slot)?;
             let rejected = self.demand.since_last(hunt, rejected_total);
             let share = self.throttle.share(hunt, now_ms);

@@ -290,9 +290,13 @@ impl RegistryCache {
         self.by_slot.is_empty()
     }
 
-    /// Registered hunts and their slots, by slot.
+    /// Registered hunts and their slots, by slot (a slot whose line was cleared
+    /// by a rename is no hunt's and is left out).
     pub fn hunts(&self) -> impl Iterator<Item = (&str, SlotRef)> {
-        (0u32..).zip(&self.by_slot).map(|(slot, hunt)| {
+        let named = (0u32..)
+            .zip(&self.by_slot)
+            .filter(|(_, hunt)| !hunt.is_empty());
+        named.map(|(slot, hunt)| {
             (
                 hunt.as_str(),
                 SlotRef {
