@@ -17,8 +17,11 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
+use crate::coordination::Coordination;
 use crate::document::ThrottleDocument;
-use crate::fleet::exchange::{exchange, render_metrics, LeaseRequest};
+use crate::fleet::exchange::{
+    exchange, render_coordination_metrics, render_metrics, validate, ExchangeAnswer, LeaseRequest,
+};
 use crate::fleet::{AllocatorConfig, Fleet};
 use crate::governor::Snapshot;
 use crate::listener::{ConnMeta, ConnStats, Pool, PROBE_PATHS};
@@ -38,8 +41,14 @@ pub struct AppState {
     pub waiting: Arc<AtomicU64>,
     /// Connection counters of the listener (all zero without one, e.g. under `oneshot`).
     pub conns: Arc<ConnStats>,
-    /// The fleet's lease allocation (this replica's, in memory).
+    /// The fleet's lease allocation (this replica's, in memory), used without
+    /// `coordination`.
     pub fleet: Arc<std::sync::Mutex<Fleet>>,
+    /// The coordination Redis shared with the other replicas: when set, it holds the
+    /// allocation instead of `fleet`.
+    pub coordination: Option<Arc<Coordination>>,
+    /// Lease exchanges this replica answered with shares.
+    pub exchanges: Arc<AtomicU64>,
     /// The lease allocator's settings.
     pub fleet_config: AllocatorConfig,
     /// The clock leases are counted on.
@@ -59,9 +68,17 @@ impl AppState {
             waiting: Arc::new(AtomicU64::new(0)),
             conns: Arc::new(ConnStats::default()),
             fleet: Arc::new(std::sync::Mutex::new(fleet)),
+            coordination: None,
+            exchanges: Arc::new(AtomicU64::new(0)),
             fleet_config,
             clock,
         }
+    }
+
+    /// The same, keeping the lease allocation in the coordination Redis.
+    pub fn with_coordination(mut self, coordination: Arc<Coordination>) -> Self {
+        self.coordination = Some(coordination);
+        self
     }
 
     /// The same, with leases counted on `clock` (the fleet state starts over,
@@ -108,6 +125,9 @@ pub enum AppError {
     /// The lease state could not be used (a handler panicked holding it).
     #[error("lease state unavailable")]
     Unavailable,
+    /// The coordination Redis failed or was too slow (the proxy keeps its lease).
+    #[error("{0}")]
+    Coordination(#[from] crate::coordination::CoordinationError),
     /// A reserved probe connection asked for something else than a probe.
     #[error(
         "too many connections: this connection may only ask for /healthz, /readyz or /metrics"
@@ -119,9 +139,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::NotReady | AppError::ProbeOnly | AppError::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::NotReady
+            | AppError::ProbeOnly
+            | AppError::Unavailable
+            | AppError::Coordination(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let close = matches!(self, AppError::ProbeOnly);
         let body = serde_json::json!({ "error": self.to_string() });
@@ -280,15 +301,30 @@ async fn leases(
         ))
     })?;
     let now = state.clock.now_ms();
-    let mut fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
-    let answer = exchange(
-        &mut fleet,
-        &snapshot.document,
-        request,
-        now,
-        &state.fleet_config,
-    )
-    .map_err(AppError::BadRequest)?;
+    let answer = match &state.coordination {
+        Some(coordination) => {
+            let report = validate(request).map_err(AppError::BadRequest)?;
+            let leases = coordination
+                .exchange(&snapshot.document, &report, now, &state.fleet_config)
+                .await?;
+            ExchangeAnswer {
+                document: &snapshot.document,
+                leases,
+            }
+        }
+        None => {
+            let mut fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
+            exchange(
+                &mut fleet,
+                &snapshot.document,
+                request,
+                now,
+                &state.fleet_config,
+            )
+            .map_err(AppError::BadRequest)?
+        }
+    };
+    state.exchanges.fetch_add(1, Ordering::Relaxed);
     let mut response = Json(answer).into_response();
     response
         .headers_mut()
@@ -296,11 +332,30 @@ async fn leases(
     Ok(response)
 }
 
-/// `GET /v1/fleet`: hunts × proxies as this replica allocates them.
-async fn fleet_view(State(state): State<AppState>) -> Result<Response, AppError> {
+/// Per hunt the allocation as this replica sees it: its own memory, or the coordination
+/// Redis.
+async fn fleet_views(
+    state: &AppState,
+) -> Result<std::collections::BTreeMap<String, crate::fleet::HuntView>, AppError> {
     let now = state.clock.now_ms();
-    let fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
-    let view = fleet.view(now, &state.fleet_config);
+    match &state.coordination {
+        Some(coordination) => {
+            let snapshot = state.snapshots.borrow().clone();
+            Ok(coordination
+                .view(&snapshot.document, now, &state.fleet_config)
+                .await?)
+        }
+        None => {
+            let fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
+            Ok(fleet.view(now, &state.fleet_config))
+        }
+    }
+}
+
+/// `GET /v1/fleet`: hunts × proxies as allocated (by this replica, or by every replica
+/// sharing the coordination Redis).
+async fn fleet_view(State(state): State<AppState>) -> Result<Response, AppError> {
+    let view = fleet_views(&state).await?;
     Ok(Json(serde_json::json!({"hunts": view})).into_response())
 }
 
@@ -312,11 +367,18 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         state.waiting.load(Ordering::Relaxed),
         &state.conns,
     );
-    if let Ok(fleet) = state.fleet.lock() {
-        render_metrics(
-            &mut text,
-            &fleet.view(state.clock.now_ms(), &state.fleet_config),
-        );
+    // Without an answer from the coordination Redis the fleet families are left out
+    // (huntgate_fleet_coordination_up says why), never shown as zeros.
+    let exchanges = state.exchanges.load(Ordering::Relaxed);
+    text.push_str(&format!(
+        "# HELP huntgate_fleet_exchanges_total Lease exchanges this replica answered with shares.\n\
+         # TYPE huntgate_fleet_exchanges_total counter\nhuntgate_fleet_exchanges_total {exchanges}\n"
+    ));
+    if let Ok(views) = fleet_views(&state).await {
+        render_metrics(&mut text, &views);
+    }
+    if let Some(coordination) = &state.coordination {
+        render_coordination_metrics(&mut text, &coordination.stats);
     }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod coordination;
 pub mod document;
 pub mod fleet;
 pub mod governor;

@@ -86,6 +86,17 @@ struct ServeArgs {
     /// starts every hunt at ratio 1.0.
     #[arg(long, env = "HUNTGATE_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// The coordination Redis, `redis://HOST:PORT[/DB]`: two or more governor replicas
+    /// keep one lease allocation there (compare-and-set), so together they never grant
+    /// more than a hunt's fleet limit. Without it the allocation lives in this process:
+    /// run a single replica then. An empty value means none.
+    #[arg(long, env = "HUNTGATE_COORDINATION")]
+    coordination: Option<String>,
+    /// This replica's name in the coordination Redis (default: `$HOSTNAME-<pid>`, in
+    /// Kubernetes the pod name, else one made from the process id and the start time).
+    /// Replicas must have different names.
+    #[arg(long, env = "HUNTGATE_REPLICA_ID")]
+    replica_id: Option<String>,
     /// Most API connections at once (lowered to fit the open-file limit).
     #[arg(long, env = "HUNTGATE_MAX_CONNECTIONS", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -174,6 +185,19 @@ impl PolicyArgs {
     }
 }
 
+/// `--replica-id`, else `$HOSTNAME-<pid>`, else `governor-<pid>-<start ms>`.
+fn replica_id(flag: Option<&str>) -> String {
+    use huntgate_governor::clock::Clock as _;
+    let pid = std::process::id();
+    if let Some(id) = flag.map(str::trim).filter(|s| !s.is_empty()) {
+        return id.to_owned();
+    }
+    match std::env::var("HOSTNAME").ok().map(|h| h.trim().to_owned()) {
+        Some(host) if !host.is_empty() => format!("{host}-{pid}"),
+        _ => format!("governor-{pid}-{}", SystemClock.now_ms()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -235,6 +259,15 @@ fn run(args: ServeArgs) -> Result<()> {
         .state_dir
         .as_ref()
         .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>);
+    let coordination = match args.coordination.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => {
+            let replica = replica_id(args.replica_id.as_deref());
+            let handle = huntgate_governor::coordination::Coordination::new(url, &replica)
+                .map_err(anyhow::Error::msg)?;
+            Some(Arc::new(handle))
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -254,6 +287,7 @@ fn run(args: ServeArgs) -> Result<()> {
             limits,
             drain: Duration::from_secs(args.drain_timeout_s),
             state,
+            coordination,
         };
         serve(
             config,

@@ -39,6 +39,9 @@ pub struct ServeConfig {
     pub drain: Duration,
     /// Where the control state is saved and resumed from (none: memory only).
     pub state: Option<Arc<dyn StateStore>>,
+    /// The coordination Redis holding the lease allocation shared with other replicas
+    /// (none: this replica's memory; run one replica then).
+    pub coordination: Option<Arc<crate::coordination::Coordination>>,
 }
 
 /// Why the service could not run.
@@ -196,8 +199,15 @@ pub async fn serve(
     }
     let gate = Gate::new(config.limits);
     // Both listeners report the API listener's connection counters.
-    let state =
+    let mut state =
         AppState::new(governor.subscribe(), shutdown.clone()).with_conns(Arc::clone(&gate.stats));
+    if let Some(coordination) = &config.coordination {
+        tracing::info!(
+            replica = coordination.replica(),
+            "lease allocation kept in the coordination Redis"
+        );
+        state = state.with_coordination(Arc::clone(coordination));
+    }
     let listener = bind(config.listen, "--listen").await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     let probe_listener = match config.probe_listen {

@@ -18,11 +18,12 @@ use axum::Router;
 use http_body_util::BodyExt;
 use huntgate_governor::api::{app, AppState};
 use huntgate_governor::clock::Clock;
+use huntgate_governor::coordination::Coordination;
 use huntgate_governor::governor::Governor;
 use huntgate_governor::law::{HuntSpec, Knobs};
 use huntgate_governor::policy::Policy;
 use serde_json::{json, Value};
-use support::{promtool_check, NoSources};
+use support::{promtool_check, NoSources, RedisServer};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -44,11 +45,17 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    replica(100, Arc::new(TestClock(AtomicU64::new(T0))), None)
+}
+
+/// A governor replica whose hunt `h1` has the fleet limit `limit`, on `clock`, keeping its
+/// leases in `coordination` (or in memory).
+fn replica(limit: u32, clock: Arc<TestClock>, coordination: Option<(&str, &str)>) -> Fixture {
     let mut policy = Policy::default();
     policy.hunts.insert(
         "h1".into(),
         HuntSpec {
-            max_hunters: 100,
+            max_hunters: limit,
             min_hunters: 0,
             signals: vec![],
             knobs: Knobs::default(),
@@ -57,9 +64,11 @@ fn fixture() -> Fixture {
     );
     let mut governor = Governor::new(policy, Arc::new(NoSources), 1, T0);
     governor.evaluate_with(vec![], T0);
-    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
     let (stop, shutdown) = watch::channel(false);
-    let state = AppState::new(governor.subscribe(), shutdown).with_clock(clock.clone());
+    let mut state = AppState::new(governor.subscribe(), shutdown).with_clock(clock.clone());
+    if let Some((url, id)) = coordination {
+        state = state.with_coordination(Arc::new(Coordination::new(url, id).unwrap()));
+    }
     Fixture {
         _governor: governor,
         router: app(state),
@@ -173,4 +182,164 @@ async fn bad_reports_are_refused_naming_the_field() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+fn share_of(answer: &Value) -> u32 {
+    u32::try_from(answer["leases"]["hunts"]["h1"]["share"].as_u64().unwrap()).unwrap()
+}
+
+/// Rounds of exchanges by `proxies.len()` proxies that each ask for more than the limit
+/// and acknowledge what they got; proxy i talks to `replicas[(i + round) % n]`, so every
+/// proxy alternates between the replicas. Returns the largest Σ of enforced shares seen
+/// after any exchange, and the shares at the end.
+async fn alternate(
+    replicas: &[&Fixture],
+    clock: &TestClock,
+    shares: &mut [u32],
+    rounds: usize,
+) -> u32 {
+    let mut most = 0;
+    for round in 0..rounds {
+        for i in 0..shares.len() {
+            let replica = replicas[(i + round) % replicas.len()];
+            let proxy = format!("p{i}");
+            let (status, answer) = post(
+                &replica.router,
+                report(&proxy, shares[i], 40, Some(shares[i])),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            // Sessions fill the share at once: a proxy is always full.
+            shares[i] = share_of(&answer);
+            most = most.max(shares.iter().sum());
+        }
+        clock.0.fetch_add(1_000, Ordering::SeqCst);
+    }
+    most
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_coordination_redis_never_grant_more_than_the_limit() {
+    let redis = RedisServer::start("64mb");
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
+    let a = replica(100, clock.clone(), Some((&redis.url, "ra")));
+    let b = replica(100, clock.clone(), Some((&redis.url, "rb")));
+    let mut shares = [0u32; 4];
+    // A new coordination state learns first, whichever replica is asked.
+    assert_eq!(alternate(&[&a, &b], &clock, &mut shares, 2).await, 0);
+    clock.0.fetch_add(5_000, Ordering::SeqCst);
+    let most = alternate(&[&a, &b], &clock, &mut shares, 12).await;
+    assert!(most <= 100, "Σ shares reached {most}: {shares:?}");
+    assert!(
+        most >= 95,
+        "the replicas filled only {most} of 100: {shares:?}"
+    );
+    // Both replicas show the same allocation.
+    let view_a: Value = serde_json::from_str(&get_text(&a.router, "/v1/fleet").await).unwrap();
+    let view_b: Value = serde_json::from_str(&get_text(&b.router, "/v1/fleet").await).unwrap();
+    assert_eq!(view_a, view_b);
+    assert!(view_a["hunts"]["h1"]["committed"].as_u64().unwrap() <= 100);
+    let metrics = get_text(&b.router, "/metrics").await;
+    assert!(
+        metrics.contains("huntgate_fleet_coordination_up 1"),
+        "{metrics}"
+    );
+    promtool_check(&metrics);
+
+    // The same traffic over two replicas that each keep their own state: each grants the
+    // whole limit, which is what the coordination Redis prevents.
+    let clock = Arc::new(TestClock(AtomicU64::new(T0 + 6_000)));
+    let lone_a = replica(100, clock.clone(), None);
+    let lone_b = replica(100, clock.clone(), None);
+    let mut lone = [0u32; 4];
+    let most = alternate(&[&lone_a, &lone_b], &clock, &mut lone, 12).await;
+    assert!(most > 100, "uncoordinated replicas stayed at {most}");
+}
+
+#[tokio::test]
+async fn replicas_grant_against_the_lowest_limit_any_of_them_computed() {
+    let redis = RedisServer::start("64mb");
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
+    // Replica b has cut the hunt to 40 already; a still computes 100.
+    let a = replica(100, clock.clone(), Some((&redis.url, "ra")));
+    let b = replica(40, clock.clone(), Some((&redis.url, "rb")));
+    let mut shares = [0u32; 4];
+    alternate(&[&b, &a], &clock, &mut shares, 1).await;
+    clock.0.fetch_add(6_000, Ordering::SeqCst);
+    let most = alternate(&[&b, &a], &clock, &mut shares, 12).await;
+    assert!(
+        most <= 40,
+        "Σ shares reached {most} with one replica at 40: {shares:?}"
+    );
+    assert!(most >= 36, "{shares:?}");
+}
+
+#[tokio::test]
+async fn a_governor_restart_keeps_the_coordinated_leases_and_a_lost_redis_relearns() {
+    let mut redis = RedisServer::start("64mb");
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
+    let mut shares = [0u32; 3];
+    {
+        let a = replica(60, clock.clone(), Some((&redis.url, "ra")));
+        alternate(&[&a], &clock, &mut shares, 1).await;
+        clock.0.fetch_add(6_000, Ordering::SeqCst);
+        alternate(&[&a], &clock, &mut shares, 8).await;
+    }
+    assert_eq!(shares.iter().sum::<u32>(), 60, "{shares:?}");
+    // A restarted replica (new process, same Redis) finds every lease: the shares stay,
+    // and a newcomer gets nothing that others still hold.
+    let restarted = replica(60, clock.clone(), Some((&redis.url, "ra-2")));
+    let mut with_newcomer = [shares[0], shares[1], shares[2], 0];
+    let most = alternate(&[&restarted], &clock, &mut with_newcomer, 1).await;
+    assert!(most <= 60);
+    assert_eq!(
+        &with_newcomer[..3],
+        &shares[..],
+        "shares kept across the restart"
+    );
+
+    // The coordination Redis goes away: exchanges answer 503 at once (proxies keep their
+    // leases), and /metrics says so instead of showing an empty fleet.
+    let port = redis.port;
+    redis.kill();
+    let (status, answer) = post(
+        &restarted.router,
+        report("p0", shares[0], 0, Some(shares[0])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("coordination Redis"),
+        "{answer}"
+    );
+    let metrics = get_text(&restarted.router, "/metrics").await;
+    assert!(
+        metrics.contains("huntgate_fleet_coordination_up 0"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("huntgate_fleet_limit{"), "{metrics}");
+    promtool_check(&metrics);
+
+    // It comes back empty (no persistence): the state is new, so it learns: a proxy keeps
+    // at most what it reports enforcing, a newcomer gets nothing.
+    let _redis = RedisServer::start_on(port, "64mb");
+    let mut after = [shares[0], shares[1], shares[2], 0];
+    let (status, answer) = post(
+        &restarted.router,
+        report("p0", after[0], 40, Some(after[0])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    after[0] = share_of(&answer);
+    assert!(after[0] <= shares[0]);
+    let (_, answer) = post(&restarted.router, report("p3", 0, 40, None)).await;
+    assert_eq!(share_of(&answer), 0, "no new capacity while learning");
+    let metrics = get_text(&restarted.router, "/metrics").await;
+    assert!(
+        metrics.contains("huntgate_fleet_learning{hunt=\"h1\"} 1"),
+        "{metrics}"
+    );
 }

@@ -74,6 +74,7 @@ async fn start(
         limits,
         drain,
         state: state.map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>),
+        coordination: None,
     };
     let (stop, shutdown) = watch::channel(false);
     let (tx, rx) = oneshot::channel();

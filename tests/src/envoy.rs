@@ -100,6 +100,8 @@ struct Options {
     paths: PathHandling,
     /// The `environment_variables` value of the VM config (YAML flow mapping).
     vm_env: String,
+    /// The second endpoint of the `governor` cluster (None: the first again).
+    second_governor_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
         Self {
             paths: PathHandling::TEST_DEFAULT,
             vm_env: "{}".to_string(),
+            second_governor_port: None,
         }
     }
 }
@@ -183,6 +186,27 @@ impl Envoy {
     /// whose cluster `governor` is `governor` (see [`crate::Governor`]).
     pub fn start_with_governor(plugin: &Value, upstream: &Upstream, governor: SocketAddr) -> Self {
         Self::start_ready(Listener::Static, plugin, upstream.port(), governor.port())
+    }
+
+    /// Like [`Envoy::start_with_governor`] with two governor replicas: the
+    /// cluster `governor` round-robins between them, so the filter's
+    /// exchanges alternate.
+    pub fn start_with_governors(
+        plugin: &Value,
+        upstream: &Upstream,
+        governors: [SocketAddr; 2],
+    ) -> Self {
+        let options = Options {
+            second_governor_port: Some(governors[1].port()),
+            ..Options::default()
+        };
+        Self::start_ready_with(
+            Listener::Static,
+            plugin,
+            upstream.port(),
+            governors[0].port(),
+            &options,
+        )
     }
 
     /// Envoy whose listener comes from file-based LDS, so that
@@ -389,6 +413,13 @@ impl Envoy {
                     .set("listener_port", listener.port().to_string())
                     .set("upstream_port", upstream_port.to_string())
                     .set("governor_port", governor_port.to_string())
+                    .set(
+                        "second_governor_port",
+                        options
+                            .second_governor_port
+                            .unwrap_or(governor_port)
+                            .to_string(),
+                    )
                     .set("normalize_path", paths.normalize_path.to_string())
                     .set("merge_slashes", paths.merge_slashes.to_string())
                     .set("escaped_slashes", paths.escaped_slashes)

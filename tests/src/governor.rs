@@ -90,10 +90,16 @@ impl Governor {
     /// Starts the governor on a free port and waits until it is ready (its
     /// policies loaded and evaluated once).
     pub fn start(policies: &Policies) -> Self {
+        Self::start_with_args(policies, &[])
+    }
+
+    /// Like [`Governor::start`], with extra `serve` arguments (e.g.
+    /// `--coordination URL`).
+    pub fn start_with_args(policies: &Policies, args: &[&str]) -> Self {
         let mut attempt = 1;
         loop {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            match Self::start_on(policies, addr) {
+            match Self::start_on_with_args(policies, addr, args) {
                 Ok(governor) => return governor,
                 Err(log) if attempt < BIND_ATTEMPTS && log.contains("in use") => attempt += 1,
                 Err(log) => panic!("the governor did not become ready on {addr}:\n{log}"),
@@ -104,6 +110,15 @@ impl Governor {
     /// Starts the governor on `addr` (e.g. again where a stopped one
     /// listened); the log on failure.
     pub fn start_on(policies: &Policies, addr: SocketAddr) -> Result<Self, String> {
+        Self::start_on_with_args(policies, addr, &[])
+    }
+
+    /// [`Governor::start_on`] with extra `serve` arguments.
+    pub fn start_on_with_args(
+        policies: &Policies,
+        addr: SocketAddr,
+        args: &[&str],
+    ) -> Result<Self, String> {
         let binary = governor_binary();
         let log_path = policies.log_path();
         let log = File::options()
@@ -117,7 +132,9 @@ impl Governor {
             .arg(policies.path())
             .arg("--listen")
             .arg(addr.to_string())
+            .args(args)
             .env("HUNTGATE_LOG", "info")
+            .env_remove("HUNTGATE_COORDINATION")
             .env_remove("HUNTGATE_REDIS")
             .env_remove("HUNTGATE_KAFKA")
             .stdin(Stdio::null())

@@ -7,7 +7,8 @@
 //! ports, [`envoy`] starts and reconfigures Envoy, [`upstream`] is the echo
 //! server, [`http`] the client, [`metrics`] reads Prometheus output,
 //! [`plugin`] builds plugin configurations, [`poll`] waits with a bound,
-//! [`governor`] runs a real governor over a policy directory, [`openapi`]
+//! [`governor`] runs a real governor over a policy directory, [`redis`] a
+//! real redis-server, [`openapi`]
 //! checks Kubernetes resources against their CRD schema.
 
 pub mod envoy;
@@ -20,6 +21,7 @@ pub mod plugin;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod template;
 pub mod upstream;
 
@@ -27,4 +29,5 @@ pub use envoy::{Envoy, Exited, PathHandling, Reload};
 pub use governor::{Governor, Policies};
 pub use http::{h2_get, raw_get, Client, Connection, Response};
 pub use metrics::Metrics;
+pub use redis::Redis;
 pub use upstream::Upstream;

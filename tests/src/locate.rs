@@ -79,6 +79,15 @@ pub fn governor_binary() -> PathBuf {
     path
 }
 
+/// redis-server: `$HUNTGATE_REDIS_SERVER`, else `redis-server` on `PATH`.
+pub fn redis_server_binary() -> PathBuf {
+    from_env("HUNTGATE_REDIS_SERVER")
+        .or_else(|| find_on_path("redis-server"))
+        .unwrap_or_else(|| {
+            panic!("redis-server not found: install it (`make tools`) or set HUNTGATE_REDIS_SERVER")
+        })
+}
+
 /// A committed Envoy config template under `envoy/`.
 pub fn envoy_template(relative: &str) -> PathBuf {
     workspace_root().join("envoy").join(relative)

@@ -61,14 +61,17 @@ pub struct ExchangeAnswer<'a> {
     pub leases: LeaseAnswer,
 }
 
-/// Validates a report and answers it, updating the fleet state.
-pub fn exchange<'a>(
-    fleet: &mut Fleet,
-    document: &'a ThrottleDocument,
-    request: LeaseRequest,
-    now_ms: Millis,
-    config: &AllocatorConfig,
-) -> Result<ExchangeAnswer<'a>, String> {
+/// A report that passed validation: the proxy id and its hunts by canonical id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidReport {
+    /// The proxy's identity.
+    pub proxy: String,
+    /// Per canonical hunt id.
+    pub hunts: BTreeMap<String, Report>,
+}
+
+/// Checks the proxy id and the hunt ids (normalized); the error names the field.
+pub fn validate(request: LeaseRequest) -> Result<ValidReport, String> {
     let proxy = request.proxy;
     let valid = !proxy.is_empty()
         && proxy.len() <= MAX_PROXY_ID_LEN
@@ -81,26 +84,53 @@ pub fn exchange<'a>(
     if request.hunts.len() > MAX_REPORTED_HUNTS {
         return Err(format!("hunts: at most {MAX_REPORTED_HUNTS} per report"));
     }
-    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
+    let mut hunts: BTreeMap<String, Report> = BTreeMap::new();
     for (raw, report) in request.hunts {
         let hunt = huntgate_core::hunt_id::normalize_hunt_id(&raw)
             .map_err(|_| format!("hunts.{}: not a valid hunt id", crate::text::echo(&raw)))?;
-        reports.insert(hunt, report);
+        hunts.insert(hunt, report);
     }
+    Ok(ValidReport { proxy, hunts })
+}
+
+/// Grants `report.proxy` a share of every `(hunt, fleet limit)` in `limits` (a hunt it did
+/// not report counts as no session, no demand), after dropping expired leases.
+pub fn grant_all<'h>(
+    fleet: &mut Fleet,
+    report: &ValidReport,
+    limits: impl IntoIterator<Item = (&'h str, u32)>,
+    now_ms: Millis,
+    config: &AllocatorConfig,
+) -> LeaseAnswer {
     fleet.expire(now_ms, config);
     let mut hunts = BTreeMap::new();
-    for (hunt, entry) in &document.hunts {
-        let report = reports.get(hunt).copied().unwrap_or_default();
-        let grant = fleet.report(hunt, &proxy, report, entry.limit, now_ms, config);
-        hunts.insert(hunt.clone(), ShareAnswer { share: grant.share });
+    for (hunt, limit) in limits {
+        let reported = report.hunts.get(hunt).copied().unwrap_or_default();
+        let grant = fleet.report(hunt, &report.proxy, reported, limit, now_ms, config);
+        hunts.insert(hunt.to_owned(), ShareAnswer { share: grant.share });
     }
-    Ok(ExchangeAnswer {
-        document,
-        leases: LeaseAnswer {
-            lease_ms: config.lease_ms,
-            hunts,
-        },
-    })
+    LeaseAnswer {
+        lease_ms: config.lease_ms,
+        hunts,
+    }
+}
+
+/// Validates a report and answers it from an in-memory fleet state, against the
+/// document's limits.
+pub fn exchange<'a>(
+    fleet: &mut Fleet,
+    document: &'a ThrottleDocument,
+    request: LeaseRequest,
+    now_ms: Millis,
+    config: &AllocatorConfig,
+) -> Result<ExchangeAnswer<'a>, String> {
+    let report = validate(request)?;
+    let limits = document
+        .hunts
+        .iter()
+        .map(|(hunt, entry)| (hunt.as_str(), entry.limit));
+    let leases = grant_all(fleet, &report, limits, now_ms, config);
+    Ok(ExchangeAnswer { document, leases })
 }
 
 /// One per-hunt metric family: name, help, value.
@@ -171,5 +201,46 @@ pub fn render_metrics(out: &mut String, views: &BTreeMap<String, HuntView>) {
                 );
             }
         }
+    }
+}
+
+/// Prometheus lines of the coordination Redis: reachable, failed operations, lost
+/// compare-and-sets, unreadable hunt states.
+pub fn render_coordination_metrics(
+    out: &mut String,
+    stats: &crate::coordination::CoordinationStats,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let lines: [(&str, &str, &str, u64); 4] = [
+        (
+            "huntgate_fleet_coordination_up",
+            "gauge",
+            "1 if the latest operation on the coordination Redis succeeded.",
+            u64::from(stats.up.load(Relaxed)),
+        ),
+        (
+            "huntgate_fleet_coordination_errors_total",
+            "counter",
+            "Operations on the coordination Redis that failed or timed out (exchanges answered 503).",
+            stats.errors.load(Relaxed),
+        ),
+        (
+            "huntgate_fleet_coordination_conflicts_total",
+            "counter",
+            "Compare-and-sets lost to another replica (each retried).",
+            stats.conflicts.load(Relaxed),
+        ),
+        (
+            "huntgate_fleet_coordination_corrupt_total",
+            "counter",
+            "Stored hunt states that did not parse (each relearned).",
+            stats.corrupt.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in lines {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
 }

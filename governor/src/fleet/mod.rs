@@ -66,6 +66,7 @@ mod config;
 pub mod exchange;
 pub mod fair;
 mod hunt;
+pub mod shared;
 
 use std::collections::BTreeMap;
 

@@ -124,13 +124,17 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` with `maxmemory` (e.g. "8mb") and no persistence.
     pub fn start(maxmemory: &str) -> Self {
+        Self::start_on(free_port(), maxmemory)
+    }
+
+    /// The same on `port` (e.g. again where a killed one listened).
+    pub fn start_on(port: u16, maxmemory: &str) -> Self {
         let bin = tool(
             "HUNTGATE_REDIS_SERVER",
             which("redis-server"),
             "redis-server",
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])

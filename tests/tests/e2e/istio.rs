@@ -12,7 +12,7 @@ use huntgate_e2e::openapi::{crd_schema, violations};
 use huntgate_e2e::{plugin, Envoy, Upstream};
 use serde_json::Value;
 
-use crate::{assert_admitted, join};
+use crate::{assert_hunt_full, join};
 
 /// The WasmPlugin schema as shipped with the repository (see envoy/istio/README.md).
 const VENDORED_SCHEMA: &str = "istio/schema/wasmplugin-v1alpha1.json";
@@ -83,9 +83,16 @@ fn wasm_plugin_config_runs_in_envoy() {
     let config = plugin::with_env_secrets_inlined(&config);
     let upstream = Upstream::start();
     // The manifest's governor cluster is Istio's; here nothing answers it, so
-    // the fallback (ratio 1.0 of max_hunters) applies.
+    // no lease arrives and the safe share (0) applies: no new hunter without
+    // the governor.
+    assert_eq!(config["governor"]["leases"], true);
     let envoy = Envoy::start(&config, &upstream);
-    assert_admitted(&join(&envoy.client(), "hunt-001", "alice"), "hunt-001", 300);
+    assert_hunt_full(
+        &join(&envoy.client(), "hunt-001", "alice"),
+        "hunt-001",
+        0,
+        0,
+    );
     assert_eq!(plugin::HUNTER_HEADER, config["hunter"]["header"]);
 }
 

@@ -11,6 +11,7 @@ mod bypass;
 mod catalog;
 mod config;
 mod fleet;
+mod fleet_replicas;
 mod governor;
 mod install;
 mod istio;

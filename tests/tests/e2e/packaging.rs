@@ -209,26 +209,38 @@ fn check_package(docs: &[Value], expect: &Expect) -> Value {
     spec["pluginConfig"].clone()
 }
 
-/// The rendered pluginConfig in a real Envoy: accepted, admits a join; then,
-/// with `max_hunters` lowered to 1 by a live update, the overlay's mode shows
-/// (enforce: 429 hunt_full; shadow: passed with `would-reject`).
+/// The rendered pluginConfig in a real Envoy: accepted. Its governor cluster
+/// is Istio's and nothing answers it here, so no lease ever arrives and the
+/// package's `safe_share` (0) holds: no new hunter gets in without the
+/// governor (enforce: 429 hunt_full at limit 0; shadow: passed as
+/// `would-reject`). A live update to `safe_share: 1` admits one join, and the
+/// next one shows the overlay's mode again.
 fn check_in_envoy(config: &Value, expect: &Expect) {
     // The secret comes from the gateway's environment; here an inline test secret stands in.
     let config = &huntgate_e2e::plugin::with_env_secrets_inlined(config);
+    assert_eq!(
+        config["governor"]["safe_share"], 0,
+        "overlay {}: the package admits nobody new without its governor",
+        expect.overlay
+    );
     let upstream = Upstream::start();
-    // The manifests' governor cluster is Istio's; nothing answers it here, so
-    // the fallback ratio (1.0 of max_hunters) applies.
     let mut envoy = Envoy::start_dynamic(config, &upstream);
     let ttl = config["session_ttl_s"].as_u64().expect("session_ttl_s");
-    assert_admitted(&join(&envoy.client(), "hunt-001", "alice"), "hunt-001", ttl);
+    check_mode(&join(&envoy.client(), "hunt-001", "alice"), expect, 0);
 
-    let mut full = config.clone();
-    full["max_hunters"] = json!(1);
-    envoy.reconfigure(&full);
-    let response = join(&envoy.client(), "hunt-001", "bob");
+    let mut one_seat = config.clone();
+    one_seat["governor"]["safe_share"] = json!(1);
+    envoy.reconfigure(&one_seat);
+    assert_admitted(&join(&envoy.client(), "hunt-001", "bob"), "hunt-001", ttl);
+    check_mode(&join(&envoy.client(), "hunt-001", "carol"), expect, 1);
+}
+
+/// A join into a hunt at `limit` with `limit` sessions, as the overlay's mode
+/// answers it.
+fn check_mode(response: &huntgate_e2e::Response, expect: &Expect, limit: u64) {
     match expect.mode {
-        "enforce" => assert_hunt_full(&response, "hunt-001", 1, 1),
-        "shadow" => assert_passed(&response, "would-reject"),
+        "enforce" => assert_hunt_full(response, "hunt-001", limit, limit),
+        "shadow" => assert_passed(response, "would-reject"),
         other => panic!("overlay {}: unexpected mode {other}", expect.overlay),
     }
 }

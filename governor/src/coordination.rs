@@ -1,0 +1,360 @@
+//! The coordination Redis (`--coordination redis://…`): where two or more governor
+//! replicas keep **one** lease allocation, so that together they never grant more than a
+//! hunt's fleet limit.
+//!
+//! Each hunt's [`SharedHunt`] is one key, `huntgate:{fleet}:hunt:<hunt id>`, written as
+//! `<revision> <JSON>` with an expiry of one lease window plus a second (every lease it
+//! holds has ended by then). `huntgate:{fleet}:meta` holds the end of the learning period of
+//! the state (no expiry): when it is missing (a new or emptied Redis) the state is new, and
+//! grants add no capacity for `learning_ms`, exactly as after a restart without
+//! coordination. All keys share the hash tag `{fleet}`, so one Redis Cluster slot holds them.
+//!
+//! An exchange reads the meta key and every governed hunt's key (`MGET`), runs the pure
+//! allocator ([`grant_all`]) and writes the result back with a Lua script that first checks
+//! that no key changed since the read (compare-and-set on the revisions); on a conflict it
+//! reads again (at most [`MAX_ATTEMPTS`] times). A replica runs one exchange at a time.
+//!
+//! Nothing waits on this Redis for long: an exchange, a `/v1/fleet` or the fleet part of
+//! `/metrics` gives up after [`BUDGET`] (connecting, queueing and every round trip
+//! included). A failed exchange answers 503: the proxy keeps the shares of its last lease
+//! until the lease ends, then falls back to its `safe_share`; no request of a hunter ever
+//! waits on the governor or on Redis. The Redis must not evict keys (`maxmemory-policy
+//! noeviction`): a hunt key evicted early would forget leases still in force.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::clock::Millis;
+use crate::document::ThrottleDocument;
+use crate::fleet::exchange::{grant_all, LeaseAnswer, ValidReport};
+use crate::fleet::shared::SharedHunt;
+use crate::fleet::{AllocatorConfig, Fleet, HuntAllocation, HuntView};
+
+/// Longest an operation on the coordination Redis may take, all included.
+pub const BUDGET: Duration = Duration::from_millis(750);
+/// Reads and compare-and-sets tried per exchange before it answers 503.
+pub const MAX_ATTEMPTS: usize = 8;
+/// Extra life of a hunt key beyond the lease window.
+const KEY_SLACK_MS: Millis = 1_000;
+/// Stands for "no such key" in the compare-and-set (a revision is digits only).
+const MISSING: &str = "-";
+
+const META_KEY: &str = "huntgate:{fleet}:meta";
+
+fn hunt_key(hunt: &str) -> String {
+    format!("huntgate:{{fleet}}:hunt:{hunt}")
+}
+
+/// Compare-and-set over the meta key and the hunt keys. KEYS[1] meta, KEYS[2..] hunts;
+/// ARGV[1] the meta token read (`-`: none), ARGV[2] the meta value to create when none,
+/// ARGV[3] the hunt keys' expiry (ms), then per hunt j: ARGV[2 + 2j] the token read,
+/// ARGV[3 + 2j] the new value. A token is the value up to its first space (the revision),
+/// the whole value when it has none. Returns 1 if written, 0 if anything changed.
+const CAS_SCRIPT: &str = r"
+local function token(v)
+  if not v then return '-' end
+  local i = string.find(v, ' ', 1, true)
+  if i then return string.sub(v, 1, i - 1) end
+  return v
+end
+if token(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
+for j = 1, #KEYS - 1 do
+  if token(redis.call('GET', KEYS[j + 1])) ~= ARGV[2 + 2 * j] then return 0 end
+end
+if ARGV[1] == '-' then redis.call('SET', KEYS[1], ARGV[2]) end
+for j = 1, #KEYS - 1 do
+  redis.call('SET', KEYS[j + 1], ARGV[3 + 2 * j], 'PX', ARGV[3])
+end
+return 1
+";
+
+/// The script's token of a stored value (see [`CAS_SCRIPT`]).
+fn token(value: Option<&str>) -> &str {
+    match value {
+        None => MISSING,
+        Some(v) => v.split_once(' ').map_or(v, |(t, _)| t),
+    }
+}
+
+/// Why a coordinated operation failed (the proxy keeps its lease; see the module docs).
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    /// The Redis could not be reached or answered with an error.
+    #[error("coordination Redis: {0}")]
+    Redis(String),
+    /// The operation did not finish within [`BUDGET`].
+    #[error("coordination Redis: no answer within {} ms", BUDGET.as_millis())]
+    Timeout,
+    /// Other replicas changed the state at every attempt.
+    #[error("coordination Redis: state changed by other replicas {MAX_ATTEMPTS} times in a row")]
+    Contended,
+    /// The meta key holds something this governor did not write.
+    #[error("coordination Redis: `{META_KEY}` is not a number")]
+    CorruptMeta,
+}
+
+/// Counters of the coordination, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CoordinationStats {
+    /// Whether the latest operation succeeded.
+    pub up: AtomicBool,
+    /// Operations that failed (each answered 503 or left a metric out).
+    pub errors: AtomicU64,
+    /// Compare-and-sets lost to another replica (each retried).
+    pub conflicts: AtomicU64,
+    /// Stored hunt values that did not parse (each restarted as a learning hunt).
+    pub corrupt: AtomicU64,
+}
+
+/// A replica's handle on the coordination Redis.
+pub struct Coordination {
+    client: redis::Client,
+    /// The connection, kept between operations; the lock also makes this replica run one
+    /// operation at a time (its own exchanges never conflict with each other).
+    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    replica: String,
+    /// Counters for `/metrics`.
+    pub stats: CoordinationStats,
+}
+
+impl Coordination {
+    /// A handle on `url` for the replica named `replica` (connects at the first use).
+    pub fn new(url: &str, replica: &str) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("--coordination: {e}"))?;
+        Ok(Self {
+            client,
+            conn: Mutex::new(None),
+            replica: replica.to_owned(),
+            stats: CoordinationStats::default(),
+        })
+    }
+
+    /// This replica's id (the key of its limit in each hunt's state).
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// One proxy's exchange against the shared state: its shares of every hunt `document`
+    /// governs.
+    pub async fn exchange(
+        &self,
+        document: &ThrottleDocument,
+        report: &ValidReport,
+        now_ms: Millis,
+        config: &AllocatorConfig,
+    ) -> Result<LeaseAnswer, CoordinationError> {
+        let hunts: Vec<(&str, u32)> = document
+            .hunts
+            .iter()
+            .map(|(hunt, entry)| (hunt.as_str(), entry.limit))
+            .collect();
+        self.bounded(async {
+            let mut guard = self.conn.lock().await;
+            for _ in 0..MAX_ATTEMPTS {
+                let conn = self.connection(&mut guard).await?;
+                match self.attempt(conn, &hunts, report, now_ms, config).await {
+                    Ok(Some(answer)) => return Ok(answer),
+                    Ok(None) => {
+                        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        *guard = None;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(CoordinationError::Contended)
+        })
+        .await
+    }
+
+    /// Every governed hunt's allocation as stored, for `/v1/fleet` and `/metrics`.
+    pub async fn view(
+        &self,
+        document: &ThrottleDocument,
+        now_ms: Millis,
+        config: &AllocatorConfig,
+    ) -> Result<BTreeMap<String, HuntView>, CoordinationError> {
+        let hunts: Vec<&str> = document.hunts.keys().map(String::as_str).collect();
+        self.bounded(async {
+            let mut guard = self.conn.lock().await;
+            let conn = self.connection(&mut guard).await?;
+            let stored = match read(conn, &hunts).await {
+                Ok((_, stored)) => stored,
+                Err(e) => {
+                    *guard = None;
+                    return Err(e);
+                }
+            };
+            let mut views = BTreeMap::new();
+            for (hunt, value) in hunts.iter().zip(stored) {
+                let Some(Ok(shared)) = value.as_deref().map(SharedHunt::decode) else {
+                    continue;
+                };
+                let view = shared.allocation.view(now_ms, config);
+                if view.proxies_known > 0 {
+                    views.insert((*hunt).to_owned(), view);
+                }
+            }
+            Ok(views)
+        })
+        .await
+    }
+
+    /// Runs `operation` within [`BUDGET`] and records its outcome.
+    async fn bounded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, CoordinationError>>,
+    ) -> Result<T, CoordinationError> {
+        let result = tokio::time::timeout(BUDGET, operation)
+            .await
+            .unwrap_or(Err(CoordinationError::Timeout));
+        let was_up = self.stats.up.swap(result.is_ok(), Ordering::Relaxed);
+        match &result {
+            Ok(_) if !was_up => tracing::info!("coordination Redis reachable"),
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                if was_up {
+                    tracing::warn!(error = %e, "coordination Redis failing: lease exchanges answer 503, proxies keep their leases until they end");
+                }
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    async fn connection<'g>(
+        &self,
+        guard: &'g mut Option<redis::aio::MultiplexedConnection>,
+    ) -> Result<&'g mut redis::aio::MultiplexedConnection, CoordinationError> {
+        if guard.is_none() {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(BUDGET))
+                .set_response_timeout(Some(BUDGET));
+            let conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| CoordinationError::Redis(e.to_string()))?;
+            *guard = Some(conn);
+        }
+        guard
+            .as_mut()
+            .ok_or_else(|| CoordinationError::Redis("no connection".into()))
+    }
+
+    /// One read–allocate–compare-and-set round; `None` when another replica wrote first.
+    async fn attempt(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        hunts: &[(&str, u32)],
+        report: &ValidReport,
+        now_ms: Millis,
+        config: &AllocatorConfig,
+    ) -> Result<Option<LeaseAnswer>, CoordinationError> {
+        let ids: Vec<&str> = hunts.iter().map(|(hunt, _)| *hunt).collect();
+        let (meta, stored) = read(conn, &ids).await?;
+        let learning_until_ms = match meta.as_deref() {
+            Some(v) => v
+                .parse::<Millis>()
+                .map_err(|_| CoordinationError::CorruptMeta)?,
+            None => now_ms.saturating_add(config.learning_ms),
+        };
+        let window_ms = config.window_ms();
+        let mut fleet = Fleet {
+            learning_until_ms,
+            hunts: BTreeMap::new(),
+        };
+        let mut shared = Vec::with_capacity(hunts.len());
+        let mut limits = Vec::with_capacity(hunts.len());
+        for ((hunt, limit), value) in hunts.iter().zip(&stored) {
+            let mut entry = match value.as_deref().map(SharedHunt::decode) {
+                None => SharedHunt::new(learning_until_ms),
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    // Whatever leases it held are unknown: learn them again.
+                    self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(hunt, error = %e, "coordination Redis: unreadable hunt state, relearning it");
+                    let mut fresh = SharedHunt::new(now_ms.saturating_add(config.learning_ms));
+                    fresh.rev = 1;
+                    fresh
+                }
+            };
+            limits.push(entry.effective_limit(&self.replica, *limit, now_ms, window_ms));
+            let allocation = std::mem::take(&mut entry.allocation);
+            fleet.hunts.insert((*hunt).to_owned(), allocation);
+            shared.push(entry);
+        }
+        let answer = grant_all(
+            &mut fleet,
+            report,
+            ids.iter().copied().zip(limits),
+            now_ms,
+            config,
+        );
+        let mut script = redis::cmd("EVAL");
+        script.arg(CAS_SCRIPT).arg(1 + hunts.len()).arg(META_KEY);
+        for hunt in &ids {
+            script.arg(hunt_key(hunt));
+        }
+        script
+            .arg(token(meta.as_deref()))
+            .arg(learning_until_ms.to_string())
+            .arg(window_ms.saturating_add(KEY_SLACK_MS));
+        for ((hunt, mut entry), value) in ids.iter().zip(shared).zip(&stored) {
+            entry.allocation = fleet
+                .hunts
+                .remove(*hunt)
+                .unwrap_or_else(|| HuntAllocation::new(learning_until_ms));
+            entry.rev = entry.rev.wrapping_add(1);
+            script.arg(token(value.as_deref())).arg(entry.encode());
+        }
+        let written: i64 = script
+            .query_async(conn)
+            .await
+            .map_err(|e| CoordinationError::Redis(e.to_string()))?;
+        Ok((written == 1).then_some(answer))
+    }
+}
+
+/// The meta value and each hunt's stored value, in one `MGET`.
+async fn read(
+    conn: &mut redis::aio::MultiplexedConnection,
+    hunts: &[&str],
+) -> Result<(Option<String>, Vec<Option<String>>), CoordinationError> {
+    let mut mget = redis::cmd("MGET");
+    mget.arg(META_KEY);
+    for hunt in hunts {
+        mget.arg(hunt_key(hunt));
+    }
+    let mut values: Vec<Option<String>> = mget
+        .query_async(conn)
+        .await
+        .map_err(|e| CoordinationError::Redis(e.to_string()))?;
+    if values.len() != hunts.len() + 1 {
+        return Err(CoordinationError::Redis(format!(
+            "MGET answered {} values for {} keys",
+            values.len(),
+            hunts.len() + 1
+        )));
+    }
+    let stored = values.split_off(1);
+    let meta = values.pop().flatten();
+    Ok((meta, stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_what_the_script_compares() {
+        assert_eq!(token(None), MISSING);
+        assert_eq!(token(Some("12 {\"rev\":12}")), "12");
+        assert_eq!(token(Some("1733000000000")), "1733000000000");
+        assert_eq!(token(Some("garbage\twith tab")), "garbage\twith");
+    }
+}
