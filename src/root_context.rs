@@ -40,6 +40,8 @@ pub struct HuntgateRoot {
     fetcher: Fetcher,
     /// This process's identity in the lease exchange.
     proxy_id: String,
+    /// This Envoy process's own random id (the same on every worker; new per process).
+    incarnation: String,
 }
 
 impl HuntgateRoot {
@@ -51,6 +53,7 @@ impl HuntgateRoot {
             shared: None,
             fetcher: Fetcher::default(),
             proxy_id: String::new(),
+            incarnation: String::new(),
         }
     }
 
@@ -65,6 +68,12 @@ impl HuntgateRoot {
         if let Some(id) = configured.or_else(host::node_id) {
             return id;
         }
+        self.process_id()
+    }
+
+    /// The random id of this Envoy process, kept in shared data so every worker (and
+    /// every VM reload) of the process reads the same one.
+    fn process_id(&self) -> String {
         let random = format!("envoy-{:016x}", self.owner_id());
         store::process_id(&HostSharedData, &random).unwrap_or(random)
     }
@@ -107,7 +116,12 @@ impl HuntgateRoot {
                     }),
                 Err(_) => Vec::new(),
             };
-            huntgate_core::lease::encode_report(proxy_id, &lines)
+            huntgate_core::lease::encode_report(
+                proxy_id,
+                &self.incarnation,
+                shared.config.session_ttl_s,
+                &lines,
+            )
         };
         let Some(request) = self.fetcher.poll(feed, now, &mut report) else {
             return;
@@ -212,6 +226,7 @@ impl RootContext for HuntgateRoot {
             return false;
         }
         self.proxy_id = self.resolve_proxy_id(&config);
+        self.incarnation = self.process_id();
         let tick_ms = config
             .governor
             .as_ref()

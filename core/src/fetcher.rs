@@ -133,14 +133,15 @@ impl Fetcher {
         self.etag = None;
     }
 
-    /// Plain polls start one poll interval apart (counted from the start of
-    /// the previous fetch, so the response time does not stretch the period
-    /// past a timer tick). With long polling the next long poll is due at
-    /// once after a plain fetch or a held long poll, else after
+    /// Plain polls and lease exchanges (which never long-poll, whatever
+    /// `long_poll_s` says) start one poll interval apart (counted from the
+    /// start of the previous fetch, so the response time does not stretch the
+    /// period past a timer tick). With long polling the next long poll is due
+    /// at once after a plain fetch or a held long poll, else after
     /// [`LONG_POLL_MIN_GAP_MS`].
     fn succeed(&mut self, feed: &GovernorFeed, sent_ms: u64, now_ms: u64) {
         self.consecutive_failures = 0;
-        self.next_due_ms = if feed.long_poll_s == 0 {
+        self.next_due_ms = if feed.long_poll_s == 0 || feed.leases.is_some() {
             sent_ms + u64::from(feed.poll_interval_ms)
         } else if !self.in_flight_long_poll || now_ms >= sent_ms + LONG_POLL_HELD_MS {
             now_ms

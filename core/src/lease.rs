@@ -4,7 +4,8 @@
 //! enforces now (its acknowledgement of the last grant).
 //!
 //! Wire format (`POST governor.leases_path`, JSON):
-//! `{"proxy": ID, "hunts": {HUNT: {"active": N, "rejected": N, "share": N}}}`
+//! `{"proxy": ID, "incarnation": PROCESS_ID, "session_ttl_s": N, "hunts": {HUNT:
+//! {"active": N, "rejected": N, "share": N}}}`
 //! (`share` omitted when the proxy holds no live share of that hunt). The
 //! answer is the throttle document plus `"leases": {"lease_ms": N, "hunts":
 //! {HUNT: {"share": N}}}` ([`crate::throttle::LeaseGrant`]).
@@ -40,8 +41,16 @@ impl DemandTracker {
     }
 }
 
-/// The report body for `proxy`.
-pub fn encode_report(proxy: &str, hunts: &[HuntReport]) -> Vec<u8> {
+/// The report body for `proxy` from the Envoy process `incarnation` (its random
+/// process id: the governor keeps a predecessor's seats apart), whose sessions live
+/// `session_ttl_s` past their last renewal (the governor keeps a silent proxy's seats
+/// that long).
+pub fn encode_report(
+    proxy: &str,
+    incarnation: &str,
+    session_ttl_s: u32,
+    hunts: &[HuntReport],
+) -> Vec<u8> {
     let mut lines = Map::new();
     for line in hunts {
         let mut entry = json!({"active": line.active, "rejected": line.rejected});
@@ -50,7 +59,12 @@ pub fn encode_report(proxy: &str, hunts: &[HuntReport]) -> Vec<u8> {
         }
         lines.insert(line.hunt.clone(), entry);
     }
-    json!({"proxy": proxy, "hunts": Value::Object(lines)})
-        .to_string()
-        .into_bytes()
+    json!({
+        "proxy": proxy,
+        "incarnation": incarnation,
+        "session_ttl_s": session_ttl_s,
+        "hunts": Value::Object(lines),
+    })
+    .to_string()
+    .into_bytes()
 }

@@ -66,7 +66,7 @@ impl Proxy {
         let (worker, shared) = (&mut self.worker, &self.shared);
         let mut report = || {
             let lines = worker.lease_report(shared, sent).unwrap();
-            huntgate_core::lease::encode_report("gw-1", &lines)
+            huntgate_core::lease::encode_report("gw-1", "envoy-1", 300, &lines)
         };
         let request = self.fetcher.poll(&feed, sent, &mut report).expect("due");
         let result = self.fetcher.on_response(
@@ -151,6 +151,8 @@ fn the_report_carries_sessions_unmet_demand_and_the_share_in_force() {
     assert_eq!(result, FetchResult::Published(1));
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["proxy"], "gw-1");
+    assert_eq!(body["session_ttl_s"], 300);
+    assert_eq!(body["incarnation"], "envoy-1");
     assert_eq!(body["hunts"]["h1"]["active"], 3);
 }
 
@@ -171,6 +173,22 @@ fn the_lease_exchange_is_a_post_of_the_report_without_long_poll() {
     assert_eq!(header(":path").as_deref(), Some("/v1/leases"));
     assert!(header("if-none-match").is_none());
     assert_eq!(request.body.as_deref(), Some(&b"{}"[..]));
+}
+
+#[test]
+fn lease_exchanges_start_one_poll_interval_apart_whatever_long_poll_s_says() {
+    // Regression: with leases on and the default long_poll_s (25), a
+    // successful exchange made the next one due at once, so each proxy
+    // exchanged as fast as the governor answered (~2,000 a second).
+    let mut p = Proxy::new(r#","long_poll_s":25,"poll_interval_ms":250"#);
+    let feed = p.config.governor.clone().unwrap();
+    p.exchange(NOW, GRANT_3);
+    assert!(
+        p.fetcher.poll(&feed, NOW + 5, &mut Vec::new).is_none(),
+        "an exchange right after the answer"
+    );
+    assert!(p.fetcher.poll(&feed, NOW + 200, &mut Vec::new).is_none());
+    assert!(p.fetcher.poll(&feed, NOW + 250, &mut Vec::new).is_some());
 }
 
 #[test]

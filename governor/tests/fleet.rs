@@ -30,6 +30,10 @@ struct Proxy {
     lease: Option<(u32, Millis)>,
     /// The largest share it ever acted on (bounds what it can have admitted).
     max_acted: u32,
+    /// The session TTL it reports (0: none).
+    session_ttl_ms: Millis,
+    /// Which process it is (a crash starts the next one).
+    incarnation: u64,
 }
 
 impl Proxy {
@@ -59,6 +63,8 @@ impl Proxy {
             active: self.active,
             rejected: self.rejected,
             share: self.share(now),
+            session_ttl_ms: self.session_ttl_ms,
+            incarnation: self.incarnation,
         };
         self.rejected = 0;
         r
@@ -72,7 +78,10 @@ impl Proxy {
     /// A fresh process with the same id: no sessions, no lease.
     fn crash(&mut self) {
         let id = std::mem::take(&mut self.id);
+        let (ttl, incarnation) = (self.session_ttl_ms, self.incarnation);
         *self = Self::new(&id);
+        self.session_ttl_ms = ttl;
+        self.incarnation = incarnation + 1;
     }
 }
 
@@ -251,6 +260,52 @@ fn silent_proxy_share_returns_after_the_lease() {
     );
 }
 
+/// A proxy that reports its session TTL and then stops (a crash, a scale-in) keeps its
+/// seats past its lease, until every session it may have admitted must have expired: its
+/// hunters may go on playing through other proxies, uncounted there until their next
+/// renewal. Only then do its seats go to the others.
+#[test]
+fn silent_proxy_with_a_session_ttl_keeps_its_seats_until_its_sessions_expire() {
+    let ttl: Millis = 60_000;
+    let (mut w, _) = settled_70_20_10();
+    for p in &mut w.proxies {
+        p.waiting = 0;
+        p.session_ttl_ms = ttl;
+    }
+    let all = w.all();
+    w.round(&all);
+    let b_active = w.proxies[1].active;
+    let b_share = w.proxies[1].share(w.now).unwrap();
+    assert!(b_active > 0);
+    let last_b = w.alloc.proxies["b"].last_report_ms;
+    // b stops; its hunters keep playing elsewhere with their tickets.
+    w.proxies[1].lease = None;
+    w.proxies[2].waiting = 500;
+    // (A round takes a second: the last one ends before b's sessions do.)
+    while w.now + 1_000 < last_b + ttl {
+        w.round(&[0, 2]);
+        let others = w.proxies[0].active + w.proxies[2].active;
+        assert!(
+            others + b_active <= 100,
+            "{others} admitted beside b's {b_active} live sessions"
+        );
+        let v = w.alloc.view(w.now, &w.config);
+        if w.now > last_b + w.config.window_ms() {
+            assert_eq!(v.silent, 1, "{v:?}");
+            assert_eq!(v.proxies["b"].share, 0);
+            assert!(v.proxies["b"].held >= b_share.max(b_active));
+        }
+    }
+    // Once b's sessions must have expired, its seats go to c.
+    while w.now < last_b + w.config.window_ms() + ttl + 3_000 {
+        w.round(&[0, 2]);
+    }
+    assert!(!w.alloc.proxies.contains_key("b"));
+    // a (no demand) keeps its headroom; c gets everything else.
+    let a = w.proxies[0].active;
+    assert_eq!(w.proxies[2].active, 100 - a - w.config.headroom(a));
+}
+
 /// A new proxy (scale-out) gets a share at its first exchange when there is spare.
 #[test]
 fn new_proxy_gets_a_share_at_its_first_report() {
@@ -371,6 +426,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 0,
             rejected: 50,
             share: None,
+            ..Report::default()
         },
         100,
         t0,
@@ -384,6 +440,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 10,
             rejected: 0,
             share: Some(g.share),
+            ..Report::default()
         },
         100,
         t0 + 1000,
@@ -398,6 +455,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 10,
             rejected: 0,
             share: Some(g.share),
+            ..Report::default()
         },
         100,
         t0 + 2000,
@@ -411,6 +469,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 0,
             rejected: 100,
             share: None,
+            ..Report::default()
         },
         100,
         t0 + 2100,
@@ -424,6 +483,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 0,
             rejected: 0,
             share: None,
+            ..Report::default()
         },
         100,
         t0 + 3000,
@@ -441,6 +501,7 @@ fn lost_answer_keeps_the_old_share_counted() {
             active: 0,
             rejected: 0,
             share: Some(latest),
+            ..Report::default()
         },
         100,
         t0 + 3500,
@@ -479,6 +540,7 @@ fn fleet_expires_hunts_nobody_holds() {
             active: 0,
             rejected: 5,
             share: None,
+            ..Report::default()
         },
         10,
         1000,
@@ -498,6 +560,7 @@ fn fleet_expires_hunts_nobody_holds() {
             active: 0,
             rejected: 5,
             share: None,
+            ..Report::default()
         },
         10,
         2000,
@@ -637,13 +700,26 @@ struct Model {
     /// The limit never drops, and every running proxy reports at least every second (the
     /// fetcher's period): the fleet's sessions must stay within the limit.
     raise_only: bool,
+    /// Sessions of crashed processes whose hunters play on through other proxies
+    /// (uncounted there), with the time their tickets expire at the latest.
+    orphans: Vec<(Millis, u32)>,
 }
+
+/// The session TTL the proxies of the raise-only model report.
+const MODEL_TTL_MS: Millis = 8_000;
 
 impl Model {
     fn new(raise_only: bool) -> Self {
         let ids = ["p0", "p1", "p2", "p3"];
-        let world = World::new(&ids, 100);
+        let mut world = World::new(&ids, 100);
+        for (i, p) in world.proxies.iter_mut().enumerate() {
+            p.incarnation = 1 + i as u64 * 1_000;
+            if raise_only {
+                p.session_ttl_ms = MODEL_TTL_MS;
+            }
+        }
         Self {
+            orphans: Vec::new(),
             limits: vec![(world.now, 100)],
             world,
             known: [false; PROXIES],
@@ -748,8 +824,20 @@ impl Model {
                 w.limit = if self.raise_only { l.max(w.limit) } else { l };
                 self.limits.push((w.now, w.limit));
             }
-            Op::Crash(p) => w.proxies[p].crash(),
+            Op::Crash(p) => {
+                // Only the governor's current incarnation can know about a proxy's
+                // sessions: one restarted without state never heard of a proxy that
+                // crashed before reporting to it (the documented limit; the
+                // coordination Redis keeps the state across governor restarts).
+                if self.raise_only && self.known[p] {
+                    self.orphans
+                        .push((w.now + MODEL_TTL_MS, w.proxies[p].active));
+                }
+                w.proxies[p].crash();
+            }
             Op::Restart => {
+                // Silent proxies' sessions are forgotten with the state (see Crash).
+                self.orphans.clear();
                 w.alloc = HuntAllocation::new(w.now + w.config.learning_ms);
                 self.known = [false; PROXIES];
                 self.restarted = Some(w.now);
@@ -769,9 +857,15 @@ impl Model {
     fn check_active(&self) {
         if self.raise_only {
             let w = &self.world;
+            let orphaned: u32 = self
+                .orphans
+                .iter()
+                .filter(|(until, _)| w.now < *until)
+                .map(|(_, n)| n)
+                .sum();
             assert!(
-                w.active() <= w.limit,
-                "Σ active {} > limit {}",
+                w.active() + orphaned <= w.limit,
+                "Σ active {} + {orphaned} sessions of crashed proxies > limit {}",
                 w.active(),
                 w.limit
             );

@@ -30,6 +30,15 @@ pub const MAX_PROXY_SERIES: usize = 50;
 pub struct LeaseRequest {
     /// The proxy's identity (one per Envoy process).
     pub proxy: String,
+    /// The proxy's session TTL in seconds (1–604800; the filter's `session_ttl_s`):
+    /// a proxy that stops reporting keeps its seats this long after its last report.
+    /// Without it, its seats return when its lease ends.
+    #[serde(default)]
+    pub session_ttl_s: Option<u32>,
+    /// The reporting process's own id (random per Envoy process, 1–128 visible ASCII):
+    /// a restarted Envoy under the same `proxy` does not erase its predecessor's seats.
+    #[serde(default)]
+    pub incarnation: Option<String>,
     /// Per hunt id.
     #[serde(default)]
     pub hunts: BTreeMap<String, Report>,
@@ -68,29 +77,67 @@ pub struct ValidReport {
     pub proxy: String,
     /// Per canonical hunt id.
     pub hunts: BTreeMap<String, Report>,
+    /// The proxy's session TTL (ms; 0: not reported).
+    pub session_ttl_ms: Millis,
+    /// A hash of its incarnation (0: not reported).
+    pub incarnation: u64,
 }
+
+/// FNV-1a of an incarnation id, never 0 (0 means "not reported").
+fn incarnation_hash(id: &str) -> u64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash.max(1)
+}
+
+/// Longest session TTL a report may claim (the filter's own bound).
+pub const MAX_SESSION_TTL_S: u32 = 604_800;
 
 /// Checks the proxy id and the hunt ids (normalized); the error names the field.
 pub fn validate(request: LeaseRequest) -> Result<ValidReport, String> {
     let proxy = request.proxy;
-    let valid = !proxy.is_empty()
-        && proxy.len() <= MAX_PROXY_ID_LEN
-        && proxy.bytes().all(|b| b.is_ascii_graphic());
-    if !valid {
+    let is_id = |id: &str| {
+        !id.is_empty() && id.len() <= MAX_PROXY_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !is_id(&proxy) {
         return Err(format!(
             "proxy: must be 1-{MAX_PROXY_ID_LEN} visible ASCII characters"
         ));
     }
+    let incarnation = match request.incarnation.as_deref() {
+        None => 0,
+        Some(id) if is_id(id) => incarnation_hash(id),
+        Some(_) => {
+            return Err(format!(
+                "incarnation: must be 1-{MAX_PROXY_ID_LEN} visible ASCII characters"
+            ))
+        }
+    };
     if request.hunts.len() > MAX_REPORTED_HUNTS {
         return Err(format!("hunts: at most {MAX_REPORTED_HUNTS} per report"));
     }
+    let session_ttl_ms = match request.session_ttl_s {
+        None => 0,
+        Some(ttl) if (1..=MAX_SESSION_TTL_S).contains(&ttl) => crate::clock::secs(u64::from(ttl)),
+        Some(_) => {
+            return Err(format!(
+                "session_ttl_s: must be between 1 and {MAX_SESSION_TTL_S}"
+            ))
+        }
+    };
     let mut hunts: BTreeMap<String, Report> = BTreeMap::new();
     for (raw, report) in request.hunts {
         let hunt = huntgate_core::hunt_id::normalize_hunt_id(&raw)
             .map_err(|_| format!("hunts.{}: not a valid hunt id", crate::text::echo(&raw)))?;
         hunts.insert(hunt, report);
     }
-    Ok(ValidReport { proxy, hunts })
+    Ok(ValidReport {
+        proxy,
+        hunts,
+        session_ttl_ms,
+        incarnation,
+    })
 }
 
 /// Grants `report.proxy` a share of every `(hunt, fleet limit)` in `limits` (a hunt it did
@@ -105,7 +152,11 @@ pub fn grant_all<'h>(
     fleet.expire(now_ms, config);
     let mut hunts = BTreeMap::new();
     for (hunt, limit) in limits {
-        let reported = report.hunts.get(hunt).copied().unwrap_or_default();
+        let reported = Report {
+            session_ttl_ms: report.session_ttl_ms,
+            incarnation: report.incarnation,
+            ..report.hunts.get(hunt).copied().unwrap_or_default()
+        };
         let grant = fleet.report(hunt, &report.proxy, reported, limit, now_ms, config);
         hunts.insert(hunt.to_owned(), ShareAnswer { share: grant.share });
     }
@@ -140,7 +191,7 @@ type HuntFamily = (&'static str, &'static str, fn(&HuntView) -> u64);
 /// committed, Σ active, proxies holding a share, learning; per proxy (the
 /// first [`MAX_PROXY_SERIES`] per hunt, by id) share and active.
 pub fn render_metrics(out: &mut String, views: &BTreeMap<String, HuntView>) {
-    let families: [HuntFamily; 6] = [
+    let families: [HuntFamily; 8] = [
         (
             "huntgate_fleet_limit",
             "Fleet-wide limit of the hunt.",
@@ -160,6 +211,16 @@ pub fn render_metrics(out: &mut String, views: &BTreeMap<String, HuntView>) {
             "huntgate_fleet_active",
             "Sum of the sessions proxies report.",
             |v| v.active,
+        ),
+        (
+            "huntgate_fleet_held",
+            "Sum of the seats proxies hold, silent ones' sessions included.",
+            |v| v.held,
+        ),
+        (
+            "huntgate_fleet_silent",
+            "Proxies whose lease ended unrenewed, still counted for their sessions.",
+            |v| v.silent as u64,
         ),
         (
             "huntgate_fleet_holders",

@@ -45,6 +45,19 @@ pub struct ProxyLease {
     pub reported_share: Option<u32>,
     /// When its latest report was processed.
     pub last_report_ms: Millis,
+    /// Every seat the proxy could have filled as of its latest exchange: its active
+    /// count and the largest share it may have been acting on.
+    #[serde(default)]
+    pub bound: u32,
+    /// A hash of the reporting process's incarnation (0: unknown): a new process under
+    /// the same proxy id does not erase what its predecessor may have admitted.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// The session TTL the proxy reported (0: unknown). Its sessions can outlive its
+    /// lease by this much: their hunters may keep playing through other proxies,
+    /// uncounted there until their tickets' next renewal.
+    #[serde(default)]
+    pub session_ttl_ms: Millis,
 }
 
 fn live(until_ms: Millis, now_ms: Millis, config: &AllocatorConfig) -> bool {
@@ -52,6 +65,26 @@ fn live(until_ms: Millis, now_ms: Millis, config: &AllocatorConfig) -> bool {
 }
 
 impl ProxyLease {
+    /// Until when the proxy's seats stay held after its last report: the end of its
+    /// latest lease plus, when it reported its session TTL, that TTL (plus the margin in
+    /// [`live`]). A proxy that stopped reporting because it died renewed no session after
+    /// that; the lease length covers the time between its last report and its end.
+    pub fn held_until_ms(&self) -> Millis {
+        self.lease_until_ms.saturating_add(self.session_ttl_ms)
+    }
+
+    /// Whether the proxy stopped exchanging: its lease ended and it has not reported
+    /// within a lease length (a proxy being processed right now is never silent).
+    pub fn silent(&self, now_ms: Millis, config: &AllocatorConfig) -> bool {
+        let recent = self.last_report_ms.saturating_add(config.lease_ms);
+        !live(self.lease_until_ms.max(recent), now_ms, config)
+    }
+
+    /// Whether the governor still counts the proxy at `now_ms`.
+    pub fn known(&self, now_ms: Millis, config: &AllocatorConfig) -> bool {
+        live(self.held_until_ms(), now_ms, config)
+    }
+
     /// The largest share the proxy may still be acting on at `now_ms`: the latest grant
     /// (a raised grant counts at once), and any larger share it held before that it has not
     /// yet acknowledged giving up, each until its lease (plus the margin) has ended.
@@ -64,14 +97,31 @@ impl ProxyLease {
             .unwrap_or(0)
     }
 
-    /// Seats the proxy occupies as far as anyone else is concerned:
-    /// `max(active, committed)`. Its sessions can grow up to `committed`, and a proxy whose
-    /// sessions exceed its share (drain-down) still holds them.
+    /// Seats the proxy occupies as far as anyone else is concerned: its active count,
+    /// the largest share it may still be acting on, and — until the sessions it may have
+    /// admitted must have expired ([`ProxyLease::held_until_ms`]) — every seat it could
+    /// have filled as of its latest exchange ([`ProxyLease::bound`]). So a proxy whose
+    /// sessions exceed its share (drain-down) still holds them, and one that stops
+    /// exchanging (a crash, a scale-in, a partition) keeps its seats after its lease:
+    /// its hunters may go on playing through other proxies, uncounted there until their
+    /// tickets' next renewal, and handing those seats to others would admit past the limit.
     pub fn held(&self, now_ms: Millis, config: &AllocatorConfig) -> u32 {
-        self.active.max(self.committed(now_ms, config))
+        let committed = self.committed(now_ms, config);
+        if self.known(now_ms, config) {
+            self.active.max(self.bound).max(committed)
+        } else {
+            committed
+        }
     }
 
-    fn want(&self, config: &AllocatorConfig) -> Want {
+    fn want(&self, now_ms: Millis, config: &AllocatorConfig) -> Want {
+        if self.silent(now_ms, config) {
+            // Silent: it asks for nothing, and keeps what it holds.
+            return Want {
+                active: self.held(now_ms, config),
+                extra: 0,
+            };
+        }
         Want {
             active: self.active,
             extra: self
@@ -133,6 +183,8 @@ impl ProxyLease {
         self.demand = report.rejected;
         self.reported_share = report.share;
         self.last_report_ms = now_ms;
+        self.session_ttl_ms = report.session_ttl_ms;
+        self.incarnation = report.incarnation;
     }
 
     /// Records a grant and tidies the claims.
@@ -163,6 +215,8 @@ impl ProxyLease {
                 next.until_ms = next.until_ms.max(first.until_ms);
             }
         }
+        let largest_claim = self.claims.iter().map(|c| c.share).max().unwrap_or(0);
+        self.bound = self.active.max(largest_claim);
     }
 }
 
@@ -190,10 +244,16 @@ pub struct HuntView {
     pub committed: u64,
     /// Σ of the proxies' reported active sessions.
     pub active: u64,
+    /// Σ of the seats each proxy holds as far as the others are concerned
+    /// ([`ProxyLease::held`]), silent proxies included (≤ limit unless drained down).
+    pub held: u64,
     /// Proxies holding a non-zero share.
     pub holders: usize,
-    /// Proxies known (holding a lease, zero or not).
+    /// Proxies known (holding a lease, zero or not, or silent with sessions that may
+    /// still be in play).
     pub proxies_known: usize,
+    /// Known proxies whose lease ended without renewal (their sessions still held).
+    pub silent: usize,
     /// Whether the hunt is in its learning period.
     pub learning: bool,
     /// Per proxy id.
@@ -213,8 +273,15 @@ pub struct ProxyView {
     pub active: u32,
     /// Its reported unmet demand.
     pub demand: u32,
+    /// The seats it holds as far as the others are concerned.
+    pub held: u32,
+    /// Its lease ended without renewal: it is counted only for the sessions it may
+    /// have admitted, until `held_until_ms`.
+    pub silent: bool,
     /// End of its latest lease (governor clock, ms).
     pub lease_until_ms: Millis,
+    /// Until when its seats stay held after its last report (governor clock, ms).
+    pub held_until_ms: Millis,
 }
 
 impl HuntAllocation {
@@ -232,11 +299,11 @@ impl HuntAllocation {
         now_ms < self.learning_until_ms
     }
 
-    /// Drops claims whose lease (plus margin) ended, and proxies whose latest lease did:
-    /// their capacity returns to the pool.
+    /// Drops claims whose lease (plus margin) ended, and proxies no longer counted
+    /// ([`ProxyLease::known`]: their lease and the sessions they may have admitted have
+    /// ended): their capacity returns to the pool.
     pub fn expire(&mut self, now_ms: Millis, config: &AllocatorConfig) {
-        self.proxies
-            .retain(|_, p| live(p.lease_until_ms, now_ms, config));
+        self.proxies.retain(|_, p| p.known(now_ms, config));
         for p in self.proxies.values_mut() {
             p.claims.retain(|c| live(c.until_ms, now_ms, config));
         }
@@ -270,6 +337,7 @@ impl HuntAllocation {
     ) -> Grant {
         self.expire(now_ms, config);
         self.limit = limit;
+        self.retire_predecessor(proxy, &report);
         let learning = self.learning(now_ms);
         let learning_until = learning.then_some(self.learning_until_ms);
         self.proxies.entry(proxy.to_owned()).or_default().observe(
@@ -279,7 +347,11 @@ impl HuntAllocation {
             config,
         );
 
-        let wants: Vec<Want> = self.proxies.values().map(|p| p.want(config)).collect();
+        let wants: Vec<Want> = self
+            .proxies
+            .values()
+            .map(|p| p.want(now_ms, config))
+            .collect();
         let target = self
             .proxies
             .keys()
@@ -310,6 +382,22 @@ impl HuntAllocation {
         }
     }
 
+    /// A report from a new process under a known proxy id (an Envoy restarted in the
+    /// same pod): the predecessor's entry stays, silent, under `<id>#<incarnation>` until
+    /// the sessions it may have admitted have expired (their hunters may be playing on).
+    fn retire_predecessor(&mut self, proxy: &str, report: &Report) {
+        let restarted = self.proxies.get(proxy).is_some_and(|p| {
+            p.incarnation != 0 && report.incarnation != 0 && p.incarnation != report.incarnation
+        });
+        if !restarted {
+            return;
+        }
+        if let Some(old) = self.proxies.remove(proxy) {
+            let key = format!("{proxy}#{:016x}", old.incarnation);
+            self.proxies.insert(key, old);
+        }
+    }
+
     /// Σ of what every proxy may still be acting on at `now_ms`.
     pub fn committed_total(&self, now_ms: Millis, config: &AllocatorConfig) -> u64 {
         self.proxies
@@ -326,20 +414,25 @@ impl HuntAllocation {
             .sum()
     }
 
-    /// The summary for metrics and JSON, as of `now_ms` (expired leases are left out).
+    /// The summary for metrics and JSON, as of `now_ms` (proxies no longer counted are
+    /// left out; a silent one shows share 0).
     pub fn view(&self, now_ms: Millis, config: &AllocatorConfig) -> HuntView {
         let proxies: BTreeMap<String, ProxyView> = self
             .proxies
             .iter()
-            .filter(|(_, p)| live(p.lease_until_ms, now_ms, config))
+            .filter(|(_, p)| p.known(now_ms, config))
             .map(|(id, p)| {
+                let silent = p.silent(now_ms, config);
                 let view = ProxyView {
-                    share: p.granted.unwrap_or(0),
+                    share: if silent { 0 } else { p.granted.unwrap_or(0) },
                     committed: p.committed(now_ms, config),
                     target: p.target,
                     active: p.active,
                     demand: p.demand,
+                    held: p.held(now_ms, config),
+                    silent,
                     lease_until_ms: p.lease_until_ms,
+                    held_until_ms: p.held_until_ms(),
                 };
                 (id.clone(), view)
             })
@@ -349,8 +442,10 @@ impl HuntAllocation {
             granted: proxies.values().map(|p| u64::from(p.share)).sum(),
             committed: proxies.values().map(|p| u64::from(p.committed)).sum(),
             active: proxies.values().map(|p| u64::from(p.active)).sum(),
+            held: proxies.values().map(|p| u64::from(p.held)).sum(),
             holders: proxies.values().filter(|p| p.committed > 0).count(),
             proxies_known: proxies.len(),
+            silent: proxies.values().filter(|p| p.silent).count(),
             learning: self.learning(now_ms),
             proxies,
         }

@@ -89,6 +89,14 @@ pub struct Report {
     /// None if it holds no lease for the hunt.
     #[serde(default)]
     pub share: Option<u32>,
+    /// The proxy's session TTL (ms; 0: not reported), from the report's top-level
+    /// `session_ttl_s`: how long its sessions may outlive its last report.
+    #[serde(skip)]
+    pub session_ttl_ms: Millis,
+    /// A hash of the reporting process's incarnation (0: not reported), from the
+    /// report's top-level `incarnation`.
+    #[serde(skip)]
+    pub incarnation: u64,
 }
 
 /// The governor's answer for one hunt.
