@@ -6,9 +6,14 @@
 #                     latency; prints a table, writes bench-out/results.{json,md}
 #   make bench-smoke  the instruction-count gate on a tiny setting (run by make test):
 #                     fails if the hot path adds more than 35k × 1.2 instructions
+#   make bench-fleet  only the fleet-lease items (issue 10; also part of make bench):
+#                     the governor under 1,000 proxies × 100 hunts of lease reports,
+#                     burst → raised share in force, a join's instructions under a
+#                     lease vs today's join; merged into bench-out/results.{json,md}
+#                     (about 15 minutes; BENCH_FLEET_ONLY=governor,burst,join picks)
 #
 # BENCH_JOBS (default 2) cachegrind runs at a time; BENCH_N1/BENCH_N2 request counts.
-.PHONY: bench bench-smoke bench-build
+.PHONY: bench bench-smoke bench-fleet bench-build
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -19,6 +24,10 @@ bench-build:
 bench: tools wasm bench-build
 	cargo build --release -p huntgate-governor
 	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) full
+
+bench-fleet: tools wasm bench-build
+	cargo build --release -p huntgate-governor
+	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) fleet
 
 # The smoke run uses the debug governor (the e2e suite builds it anyway).
 # Gate: a regression gate at today's hot path (≈ 51k added, + 20 %), not the

@@ -55,6 +55,17 @@ pub struct Governor {
 impl Governor {
     /// Starts `huntgate-governor serve` on `policies` and waits for `/readyz`.
     pub fn start(root: &Path, policies: &Path, log: &Path, redis: Option<u16>) -> Result<Self> {
+        Self::start_with(root, policies, log, redis, &[])
+    }
+
+    /// [`Governor::start`] with extra `serve` arguments.
+    pub fn start_with(
+        root: &Path,
+        policies: &Path,
+        log: &Path,
+        redis: Option<u16>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let port = free_port()?;
         let log = fs::File::create(log)?;
         let mut command = Command::new(governor_binary(root));
@@ -64,6 +75,7 @@ impl Governor {
             .arg(policies)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .env("HUNTGATE_LOG", "warn")
             .env_remove("HUNTGATE_REDIS")
             .env_remove("HUNTGATE_KAFKA")
@@ -265,6 +277,7 @@ fn feed(long_poll_s: u32) -> Feed {
     Feed {
         poll_interval_ms: 1000,
         long_poll_s,
+        leases: None,
     }
 }
 

@@ -12,6 +12,15 @@ pub struct Feed {
     pub poll_interval_ms: u32,
     /// `governor.long_poll_s` (0 = plain polling).
     pub long_poll_s: u32,
+    /// The lease exchange (`governor.leases: true`), when on.
+    pub leases: Option<LeaseFeed>,
+}
+
+/// `governor.leases: true` with this identity; `safe_share` is 0 (no join without a live lease).
+#[derive(Debug, Clone)]
+pub struct LeaseFeed {
+    /// `governor.proxy_id`.
+    pub proxy_id: String,
 }
 
 /// What sits in front of the router.
@@ -106,8 +115,13 @@ pub fn huntgate_config(
         .collect();
     let governor = feed
         .map(|feed| {
+            let leases = feed
+                .leases
+                .as_ref()
+                .map(|l| format!(r#","leases":true,"proxy_id":"{}","safe_share":0"#, l.proxy_id))
+                .unwrap_or_default();
             format!(
-                r#","governor":{{"cluster":"governor","poll_interval_ms":{},"long_poll_s":{},"max_stale_s":60}}"#,
+                r#","governor":{{"cluster":"governor","poll_interval_ms":{},"long_poll_s":{},"max_stale_s":60{leases}}}"#,
                 feed.poll_interval_ms, feed.long_poll_s
             )
         })

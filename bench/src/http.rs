@@ -137,6 +137,17 @@ pub fn get(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     request.into_bytes()
 }
 
+/// A POST request with a JSON `body`, keep-alive.
+pub fn post_json(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
 /// One GET on a fresh connection (admin and governor calls).
 pub fn get_once(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
     let mut connection = Connection::open(port, Duration::from_secs(30))?;

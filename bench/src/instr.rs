@@ -32,6 +32,28 @@ pub struct Case {
     pub traffic: Option<Traffic>,
     /// State size.
     pub scale: Scale,
+    /// Joins under a lease from this governor (the filters' feed must have leases on).
+    pub lease: Option<LeaseSetup>,
+}
+
+/// How a "join admitted, leases on" case gets and keeps a share large enough
+/// for every measured join.
+///
+/// The allocator grants a proxy `active + demand + growth + headroom`, so a
+/// share only covers what the previous exchange saw. Each run therefore first
+/// rejects `prime` joins (demand, identical in both runs) and then sends its
+/// measured joins in chunks of `chunk`, each right after an exchange and done
+/// before the next one: the growth the next exchange sees is one chunk, and so
+/// is the room it grants. A run in which an exchange lands inside a chunk is
+/// discarded and run again.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSetup {
+    /// The governor's HTTP port (serving hunt `h0` with a large limit).
+    pub governor_port: u16,
+    /// Joins per chunk; the request counts must be multiples of it.
+    pub chunk: u32,
+    /// Rejected joins sent before the first chunk.
+    pub prime: u32,
 }
 
 /// One variant's figures.
@@ -87,6 +109,29 @@ fn expected_counter(traffic: Traffic) -> Option<&'static str> {
     }
 }
 
+/// [`run_once`], up to three times for a lease case (see [`LeaseSetup`]).
+fn run(
+    root: &Path,
+    dir: &Path,
+    case: &Case,
+    n: u32,
+    pad: Option<Duration>,
+) -> Result<(u64, Duration)> {
+    let attempts = if case.lease.is_some() { 3 } else { 1 };
+    let mut last = None;
+    for attempt in 0..attempts {
+        match run_once(root, dir, case, n, pad) {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt + 1 < attempts => {
+                eprintln!("  {}-{n}: {e:#}; running it again", case.id);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no run")))
+}
+
 /// One Envoy run under cachegrind with `n` measured requests, padded to `pad`.
 /// Returns total instructions and the measured phase's wall time.
 fn run_once(
@@ -98,16 +143,23 @@ fn run_once(
 ) -> Result<(u64, Duration)> {
     let name = format!("{}-{n}", case.id);
     let out: PathBuf = dir.join(format!("{name}.cachegrind"));
+    let mut filters = case.filters.clone();
+    // A fresh identity per run: the governor still holds the previous run's lease.
+    let proxy_id = lease_proxy_id(&mut filters, &name);
     let spec = EnvoySpec {
-        filters: case.filters.clone(),
+        filters,
         workers: 1,
-        governor_port: None,
+        governor_port: case.lease.map(|l| l.governor_port),
         cachegrind_out: Some(out.clone()),
     };
     let requests = Requests::new(case.scale)?;
     let envoy = Envoy::start(root, dir, &name, &spec, Duration::from_secs(600))?;
     envoy.settle(Duration::from_secs(60))?;
     let mut connection = Connection::open(envoy.port, Duration::from_secs(120))?;
+    let leased = match (case.lease, &proxy_id) {
+        (Some(setup), Some(proxy)) => Some(LeasedRun::prime(setup, proxy, &mut connection)?),
+        _ => None,
+    };
     if case.traffic.is_some() {
         requests.prefill(&mut connection)?;
     }
@@ -119,14 +171,25 @@ fn run_once(
         None => (200, (0..n).map(|i| requests.hot_shaped(i)).collect()),
     };
     let start = Instant::now();
-    for (i, request) in batch.iter().enumerate() {
-        let response = connection.round_trip(request)?;
-        if response.status != expected_status {
-            bail!(
-                "{name}: request {i} got {} (expected {expected_status}): {}",
-                response.status,
-                response.body
-            );
+    let chunk = case.lease.map_or(batch.len(), |l| l.chunk as usize).max(1);
+    let mut leased = leased;
+    for (c, requests) in batch.chunks(chunk).enumerate() {
+        if let Some(run) = leased.as_mut() {
+            run.before_chunk(chunk as u32)?;
+        }
+        for (i, request) in requests.iter().enumerate() {
+            let response = connection.round_trip(request)?;
+            if response.status != expected_status {
+                bail!(
+                    "{name}: request {} got {} (expected {expected_status}): {}",
+                    c * chunk + i,
+                    response.status,
+                    response.body
+                );
+            }
+        }
+        if let Some(run) = leased.as_mut() {
+            run.after_chunk()?;
         }
     }
     let measured = start.elapsed();
@@ -145,6 +208,7 @@ fn run_once(
         let value = envoy.stat(counter)?;
         let prefilled = if case.traffic == Some(Traffic::JoinAdmit) {
             u64::from(case.scale.active_hunts) * u64::from(case.scale.hunters)
+                + leased.as_ref().map_or(0, |l| u64::from(l.primed_admitted))
         } else {
             0
         };
@@ -158,8 +222,142 @@ fn run_once(
             );
         }
     }
+    if let Some(run) = &leased {
+        eprintln!(
+            "  {name}: {} chunks under a lease, share {} at the end",
+            run.chunks, run.last_share
+        );
+    }
     envoy.stop()?;
     Ok((cachegrind_total(&out)?, measured))
+}
+
+/// Sets a per-run `proxy_id` when the filters exchange leases; returns it.
+fn lease_proxy_id(filters: &mut Filters, name: &str) -> Option<String> {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let Filters::Huntgate {
+        feed: Some(feed), ..
+    } = filters
+    else {
+        return None;
+    };
+    let leases = feed.leases.as_mut()?;
+    let run = RUNS.fetch_add(1, Ordering::SeqCst);
+    leases.proxy_id = format!("{name}-{}-{run}", std::process::id());
+    Some(leases.proxy_id.clone())
+}
+
+/// The governor's view of one proxy's lease on `h0`: (share, active, lease end).
+// `Value`'s `Index` by key returns `Null` for a missing key, it never panics.
+#[allow(clippy::indexing_slicing)]
+fn lease_view(port: u16, proxy: &str) -> Result<Option<(u64, u64, u64)>> {
+    let response = crate::http::get_once(port, "/v1/fleet", &[])?;
+    let fleet: Value = serde_json::from_str(&response.body)?;
+    let p = &fleet["hunts"]["h0"]["proxies"][proxy];
+    Ok(p["share"]
+        .as_u64()
+        .and_then(|share| Some((share, p["active"].as_u64()?, p["lease_until_ms"].as_u64()?))))
+}
+
+/// A run's lease state, watched at the governor.
+struct LeasedRun {
+    port: u16,
+    proxy: String,
+    /// Lease end of the exchange the current chunk follows.
+    lease_until: u64,
+    /// Joins of the priming that were admitted (within the first share).
+    primed_admitted: u32,
+    chunks: u32,
+    last_share: u64,
+    /// The latest exchange granted the priming's room and no chunk used it yet.
+    fresh: bool,
+}
+
+/// Room beyond the first chunk the priming must win: the prefilled hunters.
+const PREFILL_ROOM: u64 = 10;
+
+/// How long to wait for one exchange (poll intervals are at most a few seconds).
+const EXCHANGE_WITHIN: Duration = Duration::from_secs(20);
+
+impl LeasedRun {
+    /// Waits for a live lease, then rejects `setup.prime` joins within one exchange period.
+    fn prime(setup: LeaseSetup, proxy: &str, connection: &mut Connection) -> Result<Self> {
+        let mut run = Self {
+            port: setup.governor_port,
+            proxy: proxy.to_string(),
+            lease_until: 0,
+            primed_admitted: 0,
+            chunks: 0,
+            last_share: 0,
+            fresh: false,
+        };
+        // The first grant (after the governor's learning period), then a fresh exchange.
+        run.next_exchange(|share, _| share > 0)?;
+        run.next_exchange(|share, _| share > 0)?;
+        for i in 0..setup.prime {
+            let request = crate::http::get(
+                "/hunts/h0/join",
+                &[(crate::workload::HUNTER_HEADER, &format!("prime{i}"))],
+            );
+            match connection.round_trip(&request)?.status {
+                200 => run.primed_admitted += 1,
+                429 => {}
+                other => bail!("priming join got {other}"),
+            }
+        }
+        run.after_chunk()?;
+        // The exchange that saw the demand: room for the prefill and the first chunk.
+        let needed = u64::from(setup.chunk) + PREFILL_ROOM;
+        run.next_exchange(|share, active| share >= active + needed)?;
+        run.fresh = true;
+        Ok(run)
+    }
+
+    /// Waits until the governor processed a report newer than the last one seen
+    /// whose grant satisfies `ok(share, active)`.
+    fn next_exchange(&mut self, ok: impl Fn(u64, u64) -> bool) -> Result<()> {
+        let deadline = Instant::now() + EXCHANGE_WITHIN;
+        loop {
+            if let Some((share, active, until)) = lease_view(self.port, &self.proxy)? {
+                if until != self.lease_until && ok(share, active) {
+                    self.lease_until = until;
+                    self.last_share = share;
+                    // The answer reaches the proxy and is published within milliseconds.
+                    thread::sleep(Duration::from_millis(200));
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no exchange of {} granting enough within {EXCHANGE_WITHIN:?}",
+                    self.proxy
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exchange that grants room for `chunk` more joins (the first
+    /// chunk uses the room the priming won).
+    fn before_chunk(&mut self, chunk: u32) -> Result<()> {
+        if self.fresh {
+            self.fresh = false;
+            self.after_chunk()?;
+        } else {
+            self.next_exchange(|share, active| share >= active + u64::from(chunk))?;
+        }
+        self.chunks += 1;
+        Ok(())
+    }
+
+    /// Fails if an exchange landed while the chunk was sent.
+    fn after_chunk(&mut self) -> Result<()> {
+        let now = lease_view(self.port, &self.proxy)?.map(|(_, _, until)| until);
+        if now != Some(self.lease_until) {
+            bail!("an exchange landed inside a chunk (make the chunk smaller or the poll interval longer)");
+        }
+        Ok(())
+    }
 }
 
 /// Measures `case` as the slope between `n1` and `n2` requests. With `repeats`
@@ -179,8 +377,8 @@ pub fn measure(
     };
     let mut best: Option<(u64, u64, Duration)> = None;
     for _ in 0..repeats.max(1) {
-        let (i2, d2) = run_once(root, dir, case, n2, None).map_err(report)?;
-        let (i1, _) = run_once(root, dir, case, n1, Some(d2)).map_err(report)?;
+        let (i2, d2) = run(root, dir, case, n2, None).map_err(report)?;
+        let (i1, _) = run(root, dir, case, n1, Some(d2)).map_err(report)?;
         best = Some(match best {
             None => (i1, i2, d2),
             Some((b1, b2, bd)) => (b1.min(i1), b2.min(i2), bd.max(d2)),

@@ -16,7 +16,7 @@ use huntgate_bench::instr::{self, Case, CaseResult};
 use huntgate_bench::load::{self, LoadSettings};
 use huntgate_bench::report::{self, kilo, Goal};
 use huntgate_bench::workload::{Scale, Traffic};
-use huntgate_bench::{control, footprint, pollers};
+use huntgate_bench::{control, fleet, footprint, pollers};
 use serde_json::{json, Value};
 
 /// Hot-path added instructions goal, and the smoke gate's margin.
@@ -117,6 +117,7 @@ fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case
         filters,
         traffic,
         scale,
+        lease: None,
     };
     let mut main = vec![
         case("bare", Filters::Bare, None, base),
@@ -319,6 +320,7 @@ fn goals(results: &Value) -> Vec<Goal> {
             met: Some(kib <= 200.0),
         });
     }
+    goals.extend(fleet::goals(&results["fleet"]));
     if let Some(extra) = footprint["huntgate_extra_mib_2_workers"].as_f64() {
         goals.push(Goal {
             what: "extra Envoy memory at 2 workers".into(),
@@ -364,6 +366,72 @@ fn rerun_redis() -> Result<()> {
     Ok(())
 }
 
+/// `huntgate-bench fleet`: runs the fleet-lease items again into bench-out/results.json
+/// (created when missing) and re-renders the tables. `BENCH_FLEET_ONLY` = a
+/// comma-separated subset of `governor,burst,join`.
+fn rerun_fleet() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
+    let out = root.join("bench-out");
+    let dir = out.join("runs-fleet");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let source = std::env::var("BENCH_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
+    let wasm = copy_artifact(&source, &out.join("huntgate.wasm"))?;
+    let path = out.join("results.json");
+    let mut results: Value = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({"machine": report::machine(), "mode": "fleet"}));
+    let only = std::env::var("BENCH_FLEET_ONLY").unwrap_or_default();
+    let mut timings = Vec::new();
+    let previous = results["fleet"].clone();
+    let mut fresh = fleet::measure(&root, &dir, &wasm, &fleet_settings(), &only, &mut timings);
+    // Items not re-run keep their previous figures.
+    if let (Some(fresh), Some(previous)) = (fresh.as_object_mut(), previous.as_object()) {
+        for (key, value) in previous {
+            if fresh.get(key).is_none_or(Value::is_null) {
+                fresh.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    results["fleet"] = fresh;
+    results["fleet_timings"] = Value::Array(timings);
+    let goals = goals(&results);
+    results["goals"] = goals.iter().map(Goal::to_json).collect();
+    let (text, md) = report::render(&results, &goals);
+    fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    fs::write(out.join("results.md"), &md)?;
+    println!("{text}");
+    let errors: Vec<String> = ["governor", "governor_small", "burst", "join"]
+        .iter()
+        .filter(|k| !results["fleet"][**k]["error"].is_null())
+        .map(|k| format!("fleet {k}: {}", results["fleet"][*k]["error"]))
+        .collect();
+    if !errors.is_empty() {
+        bail!("fleet steps failed:\n{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+/// The fleet items' settings (full run and `huntgate-bench fleet`).
+fn fleet_settings() -> fleet::FleetSettings {
+    fleet::FleetSettings {
+        proxies: env_u32("BENCH_LEASE_PROXIES", 1_000),
+        hunts: env_u32("BENCH_LEASE_HUNTS", 100),
+        window: Duration::from_secs(u64::from(env_u32("BENCH_LEASE_WINDOW_S", 10))),
+        burst_samples: env_u32("BENCH_BURST_SAMPLES", 20),
+        burst_poll_ms: env_u32("BENCH_BURST_POLL_MS", 1000),
+        n: (env_u32("BENCH_N1", 2_200), env_u32("BENCH_N2", 4_200)),
+        chunk: env_u32("BENCH_LEASE_CHUNK", 400),
+        lease_poll_ms: env_u32("BENCH_LEASE_POLL_MS", 3000),
+        repeats: env_u32("BENCH_LEASE_REPEATS", 2),
+    }
+}
+
 fn main() -> Result<()> {
     let mode = std::env::args()
         .nth(1)
@@ -371,11 +439,14 @@ fn main() -> Result<()> {
     if mode == "redis" {
         return rerun_redis();
     }
+    if mode == "fleet" {
+        return rerun_fleet();
+    }
     let (smoke, gate_only) = match mode.as_str() {
         "full" => (false, false),
         "smoke" => (true, false),
         "gate" => (true, true),
-        other => bail!("usage: huntgate-bench [full|smoke|gate] (got {other:?})"),
+        other => bail!("usage: huntgate-bench [full|smoke|gate|redis|fleet] (got {other:?})"),
     };
     let started = Instant::now();
     let settings = settings(smoke);
@@ -504,6 +575,11 @@ fn main() -> Result<()> {
     let governor = step("governor footprint", &mut timings, || {
         pollers::governor_footprint(&root, &dir, settings.pollers, window)
     });
+    let fleet_results = if smoke {
+        Value::Null
+    } else {
+        fleet::measure(&root, &dir, &wasm, &fleet_settings(), "", &mut timings)
+    };
     let load = step("throughput and latency", &mut timings, || {
         load::measure(&root, &dir, &wasm, &empty, settings.load)
     });
@@ -520,6 +596,7 @@ fn main() -> Result<()> {
         "control": control,
         "footprint": footprint,
         "governor": governor,
+        "fleet": fleet_results,
         "load": load,
     });
     let goals = goals(&results);
@@ -550,6 +627,12 @@ fn main() -> Result<()> {
                 .iter()
                 .filter(|k| !results[**k]["error"].is_null())
                 .map(|k| format!("{k}: {}", results[*k]["error"])),
+        )
+        .chain(
+            ["governor", "burst", "join"]
+                .iter()
+                .filter(|k| !results["fleet"][**k]["error"].is_null())
+                .map(|k| format!("fleet {k}: {}", results["fleet"][*k]["error"])),
         )
         .chain(
             ["poll", "long_poll", "redis"]

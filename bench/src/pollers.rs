@@ -18,7 +18,7 @@ use crate::http::{self, Connection};
 const TICKS_PER_S: f64 = 100.0;
 
 /// CPU (% of one core) and RSS of `pid` over `window`.
-fn sample(pid: u32, window: Duration) -> Result<(f64, u64)> {
+pub fn sample(pid: u32, window: Duration) -> Result<(f64, u64)> {
     let before = cpu_ticks(pid)?;
     let start = Instant::now();
     thread::sleep(window);
@@ -118,11 +118,14 @@ pub fn governor_footprint(
     for k in 0..100 {
         policies.set_hunt(&format!("h{k}"), "max_hunters: 2000\n")?;
     }
-    let mut governor = Governor::start(
+    // One connection per poller (the governor's default cap is 512).
+    let connections = (pollers + 64).to_string();
+    let mut governor = Governor::start_with(
         root,
         policies.path(),
         &dir.join("governor-footprint.log"),
         None,
+        &["--max-connections", &connections],
     )?;
     let pid = governor.child.id();
     thread::sleep(Duration::from_secs(2));

@@ -225,6 +225,7 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
         let _ = writeln!(text, "Governor: idle {}% CPU, {} MiB; {} pollers (1/s): {}% CPU, {} MiB; {} long-pollers: {}% CPU, {} MiB", g["idle"]["cpu_percent"], g["idle"]["rss_mib"], g["poll"]["pollers"], g["poll"]["cpu_percent"], g["poll"]["rss_mib"], g["long_poll"]["pollers"], g["long_poll"]["cpu_percent"], g["long_poll"]["rss_mib"]);
         let _ = writeln!(md, "Governor (100 hunt files): idle {} % CPU, {} MiB RSS; {} proxies polling every second: {} % CPU, {} MiB; {} proxies long-polling: {} % CPU, {} MiB.\n", g["idle"]["cpu_percent"], g["idle"]["rss_mib"], g["poll"]["pollers"], g["poll"]["cpu_percent"], g["poll"]["rss_mib"], g["long_poll"]["pollers"], g["long_poll"]["cpu_percent"], g["long_poll"]["rss_mib"]);
     }
+    crate::fleet::render(&results["fleet"], &mut text, &mut md);
     let _ = writeln!(text, "\nGoals");
     let _ = writeln!(md, "| goal | target | measured | |\n|---|---|---|---|");
     for goal in goals {
