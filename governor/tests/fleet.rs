@@ -13,7 +13,9 @@
 
 use huntgate_governor::clock::Millis;
 use huntgate_governor::fleet::fair::{targets, water_fill, Want};
-use huntgate_governor::fleet::{AllocatorConfig, Fleet, Grant, HuntAllocation, Report};
+use huntgate_governor::fleet::{
+    AllocatorConfig, Fleet, Grant, HuntAllocation, Report, EXACT_UP_TO,
+};
 use proptest::prelude::*;
 
 /// One simulated Envoy process serving one hunt.
@@ -970,5 +972,100 @@ proptest! {
                 prop_assert!(t[i] <= w.active);
             }
         }
+    }
+}
+
+/// One step of a large fleet (more proxies than `EXACT_UP_TO`, so the allocator works
+/// from running sums).
+#[derive(Debug, Clone)]
+enum LargeOp {
+    /// Hunters arrive at proxy `.0`, which then exchanges (its answer lost if `.2`).
+    Exchange(usize, u32, bool),
+    /// Sessions end at a proxy.
+    Leave(usize, u32),
+    /// A proxy restarts under its id (no sessions, no lease).
+    Crash(usize),
+    Advance(Millis),
+    SetLimit(u32),
+}
+
+const LARGE: usize = EXACT_UP_TO + 36;
+
+fn large_op() -> impl Strategy<Value = LargeOp> {
+    prop_oneof![
+        10 => (0..LARGE, 0u32..8, prop::bool::weighted(0.1))
+            .prop_map(|(p, n, lose)| LargeOp::Exchange(p, n, lose)),
+        2 => (0..LARGE, 0u32..6).prop_map(|(p, n)| LargeOp::Leave(p, n)),
+        1 => (0..LARGE).prop_map(LargeOp::Crash),
+        2 => (0u64..700).prop_map(LargeOp::Advance),
+        1 => (50u32..400).prop_map(LargeOp::SetLimit),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A fleet of more than `EXACT_UP_TO` proxies (running sums, refreshed every
+    /// `REFRESH_MS`): no exchange makes Σ committed exceed the limit (or exceed it further
+    /// after a cut), no proxy enforces more than the allocator counts for it, and with a
+    /// steady limit and everyone wanting more, the fleet fills up without passing it.
+    #[test]
+    fn large_fleets_hold_the_sums_from_running_sums(
+        ops in prop::collection::vec(large_op(), 1..400),
+    ) {
+        let ids: Vec<String> = (0..LARGE).map(|i| format!("p{i:03}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut w = World::new(&refs, 200);
+        for op in &ops {
+            match *op {
+                LargeOp::Exchange(p, n, lose) => {
+                    w.proxies[p].waiting += n;
+                    let now = w.now;
+                    w.proxies[p].admit(now);
+                    let before = w.alloc.committed_total(now, &w.config);
+                    let report = w.proxies[p].report(now);
+                    let g = w.alloc.report(&w.proxies[p].id, report, w.limit, now, &w.config);
+                    let after = w.alloc.committed_total(now, &w.config);
+                    prop_assert!(
+                        after <= u64::from(w.limit).max(before),
+                        "Σ committed {} → {} past the limit {}", before, after, w.limit
+                    );
+                    if !lose {
+                        w.proxies[p].apply(&g, now);
+                    }
+                    w.now += 7;
+                }
+                LargeOp::Leave(p, n) => {
+                    w.proxies[p].active = w.proxies[p].active.saturating_sub(n);
+                }
+                LargeOp::Crash(p) => w.proxies[p].crash(),
+                LargeOp::Advance(ms) => w.now += ms,
+                LargeOp::SetLimit(l) => w.limit = l,
+            }
+            for p in &w.proxies {
+                let enforced = p.share(w.now).unwrap_or(0);
+                let counted = w
+                    .alloc
+                    .proxies
+                    .get(&p.id)
+                    .map_or(0, |l| l.committed(w.now, &w.config));
+                prop_assert!(enforced <= counted, "{} enforces {} counted {}", p.id, enforced, counted);
+            }
+        }
+        // Steady demand everywhere under a steady limit: the fleet fills.
+        let limit = w.limit;
+        w.now += w.config.window_ms() + 1_000;
+        for p in &mut w.proxies {
+            p.waiting += 50;
+        }
+        for _ in 0..12 {
+            let all = w.all();
+            w.round(&all);
+        }
+        // Sessions above the limit (admitted before a cut) drain; new ones fill the rest.
+        prop_assert!(
+            u64::from(w.active()) * 100 >= u64::from(limit) * 95,
+            "a steady fleet filled {} of {}", w.active(), limit
+        );
     }
 }

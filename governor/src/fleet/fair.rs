@@ -85,3 +85,35 @@ pub fn water_fill(capacity: u64, wants: &[u32]) -> Vec<u32> {
         })
         .collect()
 }
+
+/// How [`water_fill`] would fill a want, summarized by one number so that one proxy's
+/// fill can be recomputed without the others' wants (large fleets, see
+/// `HuntAllocation::report`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Level {
+    /// The capacity covers every want: each gets all of its want.
+    #[default]
+    All,
+    /// Each gets at most this many (the water level, plus one when some wants above it
+    /// got one unit more): never less than [`water_fill`] gives.
+    Capped(u32),
+}
+
+impl Level {
+    /// What a want of `want` gets at this level.
+    pub fn fill(self, want: u32) -> u32 {
+        match self {
+            Level::All => want,
+            Level::Capped(cap) => want.min(cap),
+        }
+    }
+}
+
+/// The [`Level`] of `water_fill(capacity, wants)`.
+pub fn level(capacity: u64, wants: &[u32]) -> Level {
+    let fills = water_fill(capacity, wants);
+    if fills == wants {
+        return Level::All;
+    }
+    Level::Capped(fills.iter().copied().max().unwrap_or(0))
+}

@@ -9,6 +9,51 @@ use super::fair::{self, Want};
 use super::{AllocatorConfig, Grant, Report};
 use crate::clock::Millis;
 
+/// Hunts with up to this many known proxies are computed exactly at every report (every
+/// proxy's want and held seats); larger ones from running sums refreshed every
+/// [`REFRESH_MS`] (see [`HuntAllocation::report`]).
+pub const EXACT_UP_TO: usize = 64;
+/// How often a large hunt's running sums are recomputed from scratch.
+pub const REFRESH_MS: Millis = 1_000;
+
+/// Derived values kept beside the state, never stored nor compared: equal to any other,
+/// so a state read back from JSON equals the one written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Derived<T>(pub T);
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
+
+/// One proxy's part in its hunt's running sums.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Contribution {
+    /// Its held seats as last counted.
+    pub held: u32,
+    /// Its want's `active` as last counted.
+    pub active: u32,
+}
+
+/// A large hunt's running sums (see [`HuntAllocation::report`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sums {
+    /// When they were last recomputed from scratch (None: never).
+    pub refreshed_ms: Option<Millis>,
+    /// The limit they were computed for.
+    pub limit: u32,
+    /// Σ of the proxies' contributions' held seats: never below the true Σ held (a
+    /// proxy's held seats only fall with time between its reports).
+    pub held: u64,
+    /// Σ of the contributions' active.
+    pub active: u64,
+    /// The water level of the spare at the last recomputation.
+    pub level: fair::Level,
+}
+
 /// At most this many claims are kept per proxy; more are merged conservatively (the larger
 /// share with the later end). Two or three is the usual count.
 const MAX_CLAIMS: usize = 8;
@@ -53,6 +98,9 @@ pub struct ProxyLease {
     /// the same proxy id does not erase what its predecessor may have admitted.
     #[serde(default)]
     pub incarnation: u64,
+    /// Its part in the hunt's running sums (large hunts only).
+    #[serde(skip)]
+    pub counted: Derived<Contribution>,
     /// The session TTL the proxy reported (0: unknown). Its sessions can outlive its
     /// lease by this much: their hunters may keep playing through other proxies,
     /// uncounted there until their tickets' next renewal.
@@ -231,6 +279,9 @@ pub struct HuntAllocation {
     pub learning_until_ms: Millis,
     /// Per proxy id.
     pub proxies: BTreeMap<String, ProxyLease>,
+    /// Running sums of a large hunt (recomputed after a load).
+    #[serde(skip)]
+    pub sums: Derived<Sums>,
 }
 
 /// Read-only summary of one hunt, for `/metrics` and the JSON listing.
@@ -284,6 +335,49 @@ pub struct ProxyView {
     pub held_until_ms: Millis,
 }
 
+/// `min(target, limit − others)`, never negative; during learning (`cap`) at most what
+/// the proxy reports enforcing.
+fn clamp_share(target: u32, limit: u32, others: u64, cap: Option<u32>) -> u32 {
+    let room = u64::from(limit).saturating_sub(others);
+    let share = u32::try_from(room.min(u64::from(target))).unwrap_or(target);
+    cap.map_or(share, |cap| share.min(cap))
+}
+
+/// A large hunt's grant for `p` (which has just observed its report) from the running
+/// sums, which it then updates with `p`'s new contribution.
+fn grant_from_sums(
+    p: &mut ProxyLease,
+    sums: &mut Sums,
+    limit: u32,
+    cap: Option<u32>,
+    now_ms: Millis,
+    lease_until_ms: Millis,
+    config: &AllocatorConfig,
+) -> (u32, u32) {
+    let before = p.counted.0;
+    let want = p.want(now_ms, config);
+    let others = sums.held.saturating_sub(u64::from(before.held));
+    sums.active = sums
+        .active
+        .saturating_sub(u64::from(before.active))
+        .saturating_add(u64::from(want.active));
+    let target = if sums.active <= u64::from(limit) {
+        want.active.saturating_add(sums.level.fill(want.extra))
+    } else {
+        let share = u64::from(limit) * u64::from(want.active) / sums.active;
+        u32::try_from(share).unwrap_or(want.active)
+    };
+    let share = clamp_share(target, limit, others, cap);
+    p.grant(share, target, lease_until_ms);
+    let held = p.held(now_ms, config);
+    p.counted.0 = Contribution {
+        held,
+        active: want.active,
+    };
+    sums.held = others.saturating_add(u64::from(held));
+    (share, target)
+}
+
 impl HuntAllocation {
     /// An empty hunt; `learning_until_ms` is the end of the governor's learning period
     /// (0 when the state is known to be complete).
@@ -335,18 +429,61 @@ impl HuntAllocation {
         now_ms: Millis,
         config: &AllocatorConfig,
     ) -> Grant {
-        self.expire(now_ms, config);
+        let large = self.proxies.len() > EXACT_UP_TO;
+        if large {
+            self.refresh_if_due(now_ms, limit, config);
+        } else {
+            self.expire(now_ms, config);
+            // Exact reports do not keep the sums: recompute them once the hunt is large.
+            self.sums.0.refreshed_ms = None;
+        }
         self.limit = limit;
         self.retire_predecessor(proxy, &report);
         let learning = self.learning(now_ms);
         let learning_until = learning.then_some(self.learning_until_ms);
-        self.proxies.entry(proxy.to_owned()).or_default().observe(
-            &report,
-            now_ms,
-            learning_until,
-            config,
-        );
+        if !self.proxies.contains_key(proxy) {
+            self.proxies.insert(proxy.to_owned(), ProxyLease::default());
+        }
+        let lease_until_ms = now_ms.saturating_add(config.lease_ms);
+        let cap = learning.then(|| report.share.unwrap_or(0));
+        let (share, target) = if large {
+            let sums = &mut self.sums.0;
+            match self.proxies.get_mut(proxy) {
+                Some(p) => {
+                    p.observe(&report, now_ms, learning_until, config);
+                    grant_from_sums(p, sums, limit, cap, now_ms, lease_until_ms, config)
+                }
+                None => (0, 0),
+            }
+        } else {
+            if let Some(p) = self.proxies.get_mut(proxy) {
+                p.observe(&report, now_ms, learning_until, config);
+            }
+            let (target, others) = self.exact_target_and_others(proxy, limit, now_ms, config);
+            let share = clamp_share(target, limit, others, cap);
+            if let Some(p) = self.proxies.get_mut(proxy) {
+                p.grant(share, target, lease_until_ms);
+            }
+            (share, target)
+        };
+        Grant {
+            share,
+            target,
+            lease_ms: config.lease_ms,
+            lease_until_ms,
+            learning,
+        }
+    }
 
+    /// Every proxy's want and held seats, from scratch: `proxy`'s fair target and the
+    /// others' held seats.
+    fn exact_target_and_others(
+        &self,
+        proxy: &str,
+        limit: u32,
+        now_ms: Millis,
+        config: &AllocatorConfig,
+    ) -> (u32, u64) {
         let wants: Vec<Want> = self
             .proxies
             .values()
@@ -364,21 +501,57 @@ impl HuntAllocation {
             .filter(|(id, _)| id.as_str() != proxy)
             .map(|(_, p)| u64::from(p.held(now_ms, config)))
             .sum();
-        let room = u64::from(limit).saturating_sub(others);
-        let mut share = u32::try_from(room.min(u64::from(target))).unwrap_or(target);
-        if learning {
-            share = share.min(report.share.unwrap_or(0));
+        (target, others)
+    }
+
+    /// Recomputes a large hunt's running sums when they are older than [`REFRESH_MS`]
+    /// or were computed for another limit (and drops expired leases first).
+    fn refresh_if_due(&mut self, now_ms: Millis, limit: u32, config: &AllocatorConfig) {
+        let sums = self.sums.0;
+        let due = sums.limit != limit
+            || sums
+                .refreshed_ms
+                .is_none_or(|at| now_ms >= at.saturating_add(REFRESH_MS) || now_ms < at);
+        if !due {
+            return;
         }
-        let lease_until_ms = now_ms.saturating_add(config.lease_ms);
-        if let Some(p) = self.proxies.get_mut(proxy) {
-            p.grant(share, target, lease_until_ms);
+        self.expire(now_ms, config);
+        let mut held = 0u64;
+        let mut active = 0u64;
+        let mut extras = Vec::with_capacity(self.proxies.len());
+        for p in self.proxies.values_mut() {
+            let want = p.want(now_ms, config);
+            let h = p.held(now_ms, config);
+            p.counted.0 = Contribution {
+                held: h,
+                active: want.active,
+            };
+            held += u64::from(h);
+            active += u64::from(want.active);
+            extras.push(want.extra);
         }
-        Grant {
-            share,
-            target,
-            lease_ms: config.lease_ms,
-            lease_until_ms,
-            learning,
+        let level = if active <= u64::from(limit) {
+            fair::level(u64::from(limit) - active, &extras)
+        } else {
+            fair::Level::Capped(0)
+        };
+        self.sums.0 = Sums {
+            refreshed_ms: Some(now_ms),
+            limit,
+            held,
+            active,
+            level,
+        };
+    }
+
+    /// Drops expired leases now if the hunt is small, else when its running sums are
+    /// due (a large hunt's expired entries linger up to [`REFRESH_MS`], counted: safe).
+    pub fn tidy(&mut self, now_ms: Millis, config: &AllocatorConfig) {
+        if self.proxies.len() > EXACT_UP_TO {
+            let limit = self.limit;
+            self.refresh_if_due(now_ms, limit, config);
+        } else {
+            self.expire(now_ms, config);
         }
     }
 

@@ -75,7 +75,10 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Millis;
 
 pub use config::{AllocatorConfig, ConfigError};
-pub use hunt::{Claim, HuntAllocation, HuntView, ProxyLease, ProxyView};
+pub use hunt::{
+    Claim, Contribution, Derived, HuntAllocation, HuntView, ProxyLease, ProxyView, Sums,
+    EXACT_UP_TO, REFRESH_MS,
+};
 
 /// What a proxy says about one hunt at one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -146,17 +149,27 @@ impl Fleet {
         now_ms: Millis,
         config: &AllocatorConfig,
     ) -> Grant {
-        let learning_until_ms = self.learning_until_ms;
-        self.hunts
-            .entry(hunt.to_owned())
-            .or_insert_with(|| HuntAllocation::new(learning_until_ms))
-            .report(proxy, report, limit, now_ms, config)
+        if !self.hunts.contains_key(hunt) {
+            let fresh = HuntAllocation::new(self.learning_until_ms);
+            self.hunts.insert(hunt.to_owned(), fresh);
+        }
+        match self.hunts.get_mut(hunt) {
+            Some(allocation) => allocation.report(proxy, report, limit, now_ms, config),
+            None => Grant {
+                share: 0,
+                target: 0,
+                lease_ms: config.lease_ms,
+                lease_until_ms: now_ms,
+                learning: true,
+            },
+        }
     }
 
-    /// Drops expired leases, and hunts no proxy holds a lease on any more.
+    /// Drops expired leases (a large hunt's at most every `REFRESH_MS`), and hunts no
+    /// proxy holds a lease on any more.
     pub fn expire(&mut self, now_ms: Millis, config: &AllocatorConfig) {
         for hunt in self.hunts.values_mut() {
-            hunt.expire(now_ms, config);
+            hunt.tidy(now_ms, config);
         }
         self.hunts.retain(|_, h| !h.proxies.is_empty());
     }
