@@ -52,7 +52,13 @@
 //! its last exchange, then its seats go to the others; a restarted governor grants nothing
 //! new for `learning_ms` (5.5 s).
 //!
-//! Each report costs O(n · log w) over the hunt's n known proxies (w: the largest want).
+//! A report to a hunt of up to [`EXACT_UP_TO`] known proxies is computed exactly, in
+//! O(n · log w) (w: the largest want). A larger hunt grants from running sums (Σ held, Σ
+//! active and the water level of the spare) recomputed from scratch every
+//! [`REFRESH_MS`]: a report then costs O(log n), the others' held seats are never
+//! under-counted (a proxy's held seats only fall with time between its reports, so a
+//! stale sum errs towards less room), and a target may lag a demand change by up to
+//! [`REFRESH_MS`].
 //!
 //! # Assumptions about the proxies
 //!
