@@ -114,8 +114,8 @@ fn live(until_ms: Millis, now_ms: Millis, config: &AllocatorConfig) -> bool {
 
 impl ProxyLease {
     /// Until when the proxy's seats stay held after its last report: the end of its
-    /// latest lease plus, when it reported its session TTL, that TTL (plus the margin in
-    /// [`live`]). A proxy that stopped reporting because it died renewed no session after
+    /// latest lease plus, when it reported its session TTL, that TTL (plus the expiry
+    /// margin). A proxy that stopped reporting because it died renewed no session after
     /// that; the lease length covers the time between its last report and its end.
     pub fn held_until_ms(&self) -> Millis {
         self.lease_until_ms.saturating_add(self.session_ttl_ms)
