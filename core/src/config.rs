@@ -124,6 +124,60 @@ impl Default for RejectSpec {
     }
 }
 
+/// A decision the filter can mark on the upstream request (`x-huntgate-decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// A join admitted (or a live session re-joined, or renewed).
+    Admitted,
+    /// A valid ticket, not due for renewal (the hot path).
+    Session,
+    /// Shadow mode: enforce mode would have rejected it.
+    WouldReject,
+    /// Passed without a hunt slot (`untracked_hunts: pass`).
+    Untracked,
+}
+
+fn default_mark_decisions() -> Vec<Decision> {
+    vec![
+        Decision::Admitted,
+        Decision::WouldReject,
+        Decision::Untracked,
+    ]
+}
+
+/// The compiled `mark_decisions`: which decision values are written upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionMarks {
+    admitted: bool,
+    session: bool,
+    would_reject: bool,
+    untracked: bool,
+}
+
+impl DecisionMarks {
+    fn new(decisions: &[Decision]) -> Self {
+        let has = |d: Decision| decisions.contains(&d);
+        Self {
+            admitted: has(Decision::Admitted),
+            session: has(Decision::Session),
+            would_reject: has(Decision::WouldReject),
+            untracked: has(Decision::Untracked),
+        }
+    }
+
+    /// Whether the decision value `value` (`crate::engine::decision`) is written upstream.
+    pub fn marks(&self, value: &str) -> bool {
+        match value {
+            crate::engine::decision::ADMITTED => self.admitted,
+            crate::engine::decision::SESSION => self.session,
+            crate::engine::decision::WOULD_REJECT => self.would_reject,
+            crate::engine::decision::UNTRACKED => self.untracked,
+            _ => true,
+        }
+    }
+}
+
 /// What happens to a hunt seen for the first time once `max_tracked_hunts` are tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -317,6 +371,10 @@ pub struct ConfigSpec {
     /// How many hunts get per-hunt active/limit gauges (default 100).
     #[serde(default = "default_max_hunt_metrics")]
     pub max_hunt_metrics: u32,
+    /// Which decisions are written into `x-huntgate-decision` on the upstream request
+    /// (default: all but `session`, the hot path's, which costs a header write per request).
+    #[serde(default = "default_mark_decisions")]
+    pub mark_decisions: Vec<Decision>,
     /// The governor feed; without it the ratio is 1.0.
     #[serde(default)]
     pub governor: Option<GovernorSpec>,
@@ -405,6 +463,8 @@ pub struct Config {
     pub unlisted: UnlistedPolicy,
     /// Cap on hunts with per-hunt gauges.
     pub max_hunt_metrics: u32,
+    /// Which decisions are marked upstream.
+    pub marks: DecisionMarks,
     /// The governor feed, if configured.
     pub governor: Option<GovernorFeed>,
 }
@@ -578,6 +638,7 @@ impl Config {
             untracked: spec.untracked_hunts,
             unlisted: spec.unlisted_hunts,
             max_hunt_metrics: spec.max_hunt_metrics,
+            marks: DecisionMarks::new(&spec.mark_decisions),
             governor: spec.governor.map(compile_governor).transpose()?,
         })
     }

@@ -203,6 +203,9 @@ impl Worker {
         mint: &mut dyn FnMut() -> String,
     ) -> Effects {
         let mut effects = self.decide(config, shared, headers, now_ms, mint);
+        if effects.decision.is_some_and(|d| !config.marks.marks(d)) {
+            effects.decision = None;
+        }
         effects.strip_decision =
             effects.decision.is_none() && effects.reply.is_none() && sends_decision(headers);
         effects

@@ -132,10 +132,7 @@ fn admitted_hunters_keep_playing_when_the_limit_drops() {
             Some(t),
             NOW + 1_000,
         );
-        assert_eq!(
-            (e.event, e.decision),
-            (Event::Session, Some(decision::SESSION))
-        );
+        assert_eq!((e.event, e.decision), (Event::Session, None));
     }
     let e = p.join(0, "newcomer");
     assert_eq!(e.event, Event::Rejected);
@@ -396,10 +393,7 @@ fn a_ticket_holder_of_an_evicted_hunt_keeps_playing() {
         Some(&ticket),
         NOW + 9_000,
     );
-    assert_eq!(
-        (e.event, e.decision),
-        (Event::Renewed, Some(decision::SESSION))
-    );
+    assert_eq!((e.event, e.decision), (Event::Renewed, None));
 }
 
 #[test]
@@ -445,4 +439,40 @@ fn a_client_sent_decision_header_is_stripped_from_every_forwarded_request() {
     let plain = [(":path", "/other".to_string())];
     let e = p.workers[0].handle(&p.config, &p.shared, &plain, NOW, &mut String::new);
     assert!(!e.strip_decision, "no header, nothing to remove");
+}
+
+#[test]
+fn session_decisions_are_marked_upstream_only_when_configured() {
+    // Default: every decision but `session` (the hot path's header write); a client's
+    // own header is removed either way.
+    let mut p = Proxy::new("");
+    let ticket = ticket_of(&p.join(0, "alice"));
+    let forged = [
+        (":path", "/hunts/h1/move".to_string()),
+        ("x-veltrix-hunter", "alice".to_string()),
+        ("x-huntgate-ticket", ticket.clone()),
+        ("x-huntgate-decision", "admitted".to_string()),
+    ];
+    let e = p.workers[1].handle(&p.config, &p.shared, &forged, NOW + 1, &mut String::new);
+    assert_eq!((e.event, e.decision), (Event::Session, None));
+    assert!(
+        e.strip_decision,
+        "the client's header never reaches the upstream"
+    );
+    let e = p.send(1, "/hunts/h1/move", Some("alice"), Some(&ticket), NOW + 1);
+    assert!(
+        !e.strip_decision && e.decision.is_none(),
+        "no host call at all"
+    );
+    // Marked on request.
+    p.reconfigure(r#","mark_decisions":["admitted","session"]"#);
+    let e = p.send(1, "/hunts/h1/move", Some("alice"), Some(&ticket), NOW + 1);
+    assert_eq!(
+        (e.event, e.decision),
+        (Event::Session, Some(decision::SESSION))
+    );
+    // And a decision left out is not marked.
+    p.reconfigure(r#","mark_decisions":[]"#);
+    let e = p.join(0, "bob");
+    assert_eq!((e.event, e.decision), (Event::Admitted, None));
 }

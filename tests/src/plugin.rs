@@ -30,6 +30,9 @@ pub fn config(overrides: Value) -> Value {
         "ticket_secrets": [TICKET_SECRET],
         "max_hunters": 50,
         "reject": {"status": 429, "retry_after_s": RETRY_AFTER_S},
+        // Every decision marked, so tests can see `session` upstream (the
+        // default leaves it out; `null` here restores the default).
+        "mark_decisions": ["admitted", "session", "would-reject", "untracked"],
     });
     let Value::Object(overrides) = overrides else {
         panic!("plugin overrides must be a JSON object, got {overrides}");

@@ -238,6 +238,33 @@ fn client_sent_decision_header_never_reaches_the_upstream() {
 }
 
 #[test]
+fn by_default_a_session_is_unmarked_and_a_forged_mark_is_removed() {
+    // The default `mark_decisions` leaves `session` out (the hot path's header
+    // write): the upstream sees `admitted` on the join, nothing on the
+    // ticket holder's requests, even when the client sends a mark itself.
+    let upstream = Upstream::start();
+    let envoy = Envoy::start(&plugin::config(json!({"mark_decisions": null})), &upstream);
+    let client = envoy.client();
+    let join = client.get("/hunts/h1/join", &[(HUNTER_HEADER, "alice")]);
+    assert_eq!(
+        join.decision().as_deref(),
+        Some("admitted"),
+        "{}",
+        join.summary()
+    );
+    let ticket = join.ticket().expect("a ticket");
+    for forged in [None, Some("admitted")] {
+        let mut headers = vec![(HUNTER_HEADER, "alice"), (TICKET_HEADER, ticket.as_str())];
+        if let Some(value) = forged {
+            headers.push((DECISION_HEADER, value));
+        }
+        let session = client.get("/hunts/h1/move", &headers);
+        assert!(session.from_upstream(), "{}", session.summary());
+        assert_eq!(session.decision(), None, "{}", session.summary());
+    }
+}
+
+#[test]
 fn registry_exhaustion_leaves_new_hunts_enforced() {
     // Issue 9 #3: 1,030 junk hunts by one hunter filled the registry (default
     // 1,024); a new hunt with max 3 then admitted 10 of 10 uncounted.
