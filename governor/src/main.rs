@@ -288,6 +288,7 @@ fn run(args: ServeArgs) -> Result<()> {
             drain: Duration::from_secs(args.drain_timeout_s),
             state,
             coordination,
+            rescan: huntgate_governor::serve::RELOAD_POLL,
         };
         serve(
             config,

@@ -19,8 +19,11 @@ use crate::policy::watch::PolicyWatcher;
 use crate::policy::{Overrides, PolicyError};
 use crate::sources::SourceFactory;
 
-/// How often the policy directory is re-read.
+/// How often the policy directory is re-read even without a change notification.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// After a change notification, how long to wait for the rest of a burst of events (a
+/// ConfigMap update renames several entries) before reading the directory once.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// What `serve` needs.
 pub struct ServeConfig {
@@ -42,6 +45,9 @@ pub struct ServeConfig {
     /// The coordination Redis holding the lease allocation shared with other replicas
     /// (none: this replica's memory; run one replica then).
     pub coordination: Option<Arc<crate::coordination::Coordination>>,
+    /// How often the policy directory is re-read without a change notification
+    /// ([`RELOAD_POLL`]; changes are normally read as soon as they are notified).
+    pub rescan: Duration,
 }
 
 /// Why the service could not run.
@@ -235,12 +241,24 @@ pub async fn serve(
     let mut period = governor.policy().eval_period_ms;
     let mut eval = tokio::time::interval(Duration::from_millis(period));
     eval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut reload = tokio::time::interval(RELOAD_POLL);
+    let mut events = match crate::policy::events::DirEvents::watch(&config.policies) {
+        Ok(events) => Some(events),
+        Err(e) => {
+            tracing::warn!(error = %e, every_ms = config.rescan.as_millis() as u64, "cannot watch the policy directory: edits are read at the next rescan");
+            None
+        }
+    };
+    let mut reload = tokio::time::interval(config.rescan);
     reload.set_missed_tick_behavior(MissedTickBehavior::Delay);
     reload.tick().await; // the first tick is immediate and the policy is already loaded
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
+            _ = crate::policy::events::DirEvents::changed(&mut events) => {
+                tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                crate::policy::events::DirEvents::clear(&mut events);
+                reload.reset_immediately();
+            }
             _ = eval.tick() => {
                 // A shutdown does not wait for slow reads (they are cancelled).
                 tokio::select! {

@@ -21,7 +21,7 @@ use huntgate_governor::clock::{Clock, Millis};
 use huntgate_governor::listener::Limits;
 use huntgate_governor::persist::{FileStore, StateStore};
 use huntgate_governor::policy::Overrides;
-use huntgate_governor::serve::{serve, ServeConfig, ServeError};
+use huntgate_governor::serve::{serve, ServeConfig, ServeError, RELOAD_POLL};
 use support::{write, NoSources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,6 +53,17 @@ async fn start(
     probe: bool,
     state: Option<&std::path::Path>,
 ) -> Running {
+    start_rescanning(limits, drain, probe, state, RELOAD_POLL).await
+}
+
+/// [`start`] re-reading the policy directory every `rescan` without a notification.
+async fn start_rescanning(
+    limits: Limits,
+    drain: Duration,
+    probe: bool,
+    state: Option<&std::path::Path>,
+    rescan: Duration,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "defaults.yaml", "eval_period_s: 1\n");
     write(dir.path(), "hunts/hunt-001.yaml", "max_hunters: 100\n");
@@ -75,6 +86,7 @@ async fn start(
         drain,
         state: state.map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>),
         coordination: None,
+        rescan,
     };
     let (stop, shutdown) = watch::channel(false);
     let (tx, rx) = oneshot::channel();
@@ -320,6 +332,51 @@ async fn unwritable_state_dir_is_counted_not_fatal() {
     let failed = metric(g.addr, "huntgate_state_saves_total{result=\"failure\"}").await;
     assert_ne!(failed, "huntgate_state_saves_total{result=\"failure\"} 0");
     assert_eq!(get(g.addr, "/v1/throttle").await.0, 200);
+    g.stop.send(true).unwrap();
+    g.task.await.unwrap().unwrap();
+}
+
+/// A policy edit is read when the directory notifies it, not at the next rescan: with
+/// the rescan an hour away, a changed `max_hunters` still shows in the document.
+#[tokio::test]
+async fn a_policy_edit_is_read_when_notified_without_waiting_for_the_rescan() {
+    let g = start_rescanning(
+        limits(),
+        Duration::from_secs(1),
+        false,
+        None,
+        Duration::from_secs(3_600),
+    )
+    .await;
+    let document = |body: &str| -> serde_json::Value { serde_json::from_str(body).unwrap() };
+    // Ready once the first evaluation ran.
+    let mut body = String::new();
+    for _ in 0..200 {
+        let (status, text) = get(g.addr, "/v1/throttle").await;
+        if status == 200 {
+            body = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        document(&body)["hunts"]["hunt-001"]["max_hunters"],
+        100,
+        "{body}"
+    );
+    write(g._dir.path(), "hunts/hunt-001.yaml", "max_hunters: 40\n");
+    let mut seen = 100;
+    for _ in 0..200 {
+        let (_, body) = get(g.addr, "/v1/throttle").await;
+        seen = document(&body)["hunts"]["hunt-001"]["max_hunters"]
+            .as_u64()
+            .unwrap_or(0);
+        if seen == 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 40, "the edit was not read before the rescan");
     g.stop.send(true).unwrap();
     g.task.await.unwrap().unwrap();
 }

@@ -6,6 +6,7 @@
 //! directory and reports a new policy when any file changed.
 
 pub mod compile;
+pub mod events;
 pub mod overrides;
 pub mod raw;
 pub mod tree;
