@@ -8,6 +8,22 @@ use std::path::Path;
 
 use tokio::sync::mpsc;
 
+/// Whether an event marks a finished change: a file closed after writing, a rename, a
+/// creation or removal (a ConfigMap's `..data` swap). A write in progress (`IN_MODIFY`,
+/// e.g. the truncation that starts a non-atomic rewrite) and reads are not, so a
+/// notification never makes the directory be read half-written.
+fn completes_a_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Data(_)) => false,
+        EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Any | EventKind::Other => true,
+    }
+}
+
 /// Events of one directory tree, coalesced: at most one wake-up is pending.
 pub struct DirEvents {
     _watcher: notify::RecommendedWatcher,
@@ -21,9 +37,10 @@ impl DirEvents {
         let (tx, rx) = mpsc::channel(1);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Any event, and an error too (a dropped queue): the rescan sorts it out.
-                let _ = event;
-                let _ = tx.try_send(());
+                // An error too (a dropped queue) wakes the loop: the read sorts it out.
+                if event.map_or(true, |e| completes_a_change(&e.kind)) {
+                    let _ = tx.try_send(());
+                }
             })?;
         watcher.watch(dir, notify::RecursiveMode::Recursive)?;
         Ok(Self {
