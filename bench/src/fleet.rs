@@ -48,7 +48,9 @@ pub struct FleetSettings {
     pub repeats: u32,
 }
 
-fn timed(name: &str, timings: &mut Vec<Value>, f: impl FnOnce() -> Result<Value>) -> Value {
+/// Runs `f` as the bench step `name`: its time goes into `timings`, its error into the
+/// result instead of stopping the bench.
+pub fn step(name: &str, timings: &mut Vec<Value>, f: impl FnOnce() -> Result<Value>) -> Value {
     eprintln!("== {name}");
     let start = Instant::now();
     let value = f().unwrap_or_else(|e| {
@@ -79,10 +81,10 @@ pub fn measure(
     let (governor, governor_small) = if wanted("governor") {
         // And a tenth of the proxies: the allocator's cost per report grows with them.
         (
-            timed("fleet: governor under lease reports", timings, || {
+            step("fleet: governor under lease reports", timings, || {
                 leases::governor_under_leases(root, dir, load(settings.proxies))
             }),
-            timed(
+            step(
                 "fleet: governor under lease reports, 1/10 proxies",
                 timings,
                 || leases::governor_under_leases(root, dir, load((settings.proxies / 10).max(1))),
@@ -92,7 +94,7 @@ pub fn measure(
         (Value::Null, Value::Null)
     };
     let burst = if wanted("burst") {
-        timed("fleet: burst → raised share", timings, || {
+        step("fleet: burst → raised share", timings, || {
             burst::burst_to_raise(
                 root,
                 dir,
@@ -105,7 +107,7 @@ pub fn measure(
         Value::Null
     };
     let join = if wanted("join") {
-        timed("fleet: join instructions under a lease", timings, || {
+        step("fleet: join instructions under a lease", timings, || {
             join_instructions(root, dir, wasm, settings)
         })
     } else {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use huntgate_bench::filters::Filters;
+use huntgate_bench::fleet::step;
 use huntgate_bench::instr::{self, Case, CaseResult};
 use huntgate_bench::load::{self, LoadSettings};
 use huntgate_bench::report::{self, kilo, Goal};
@@ -330,18 +331,6 @@ fn goals(results: &Value) -> Vec<Goal> {
         });
     }
     goals
-}
-
-/// Runs `step`, recording its error instead of stopping the bench.
-fn step(name: &str, timings: &mut Vec<Value>, f: impl FnOnce() -> Result<Value>) -> Value {
-    eprintln!("== {name}");
-    let start = Instant::now();
-    let value = f().unwrap_or_else(|e| {
-        eprintln!("   {name} failed: {e:#}");
-        json!({"error": format!("{e:#}")})
-    });
-    timings.push(json!({"step": name, "seconds": start.elapsed().as_secs()}));
-    value
 }
 
 /// `huntgate-bench redis`: runs the Redis-crossing step again into an existing

@@ -10,19 +10,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use huntgate_e2e::metrics::GOVERNOR_FETCH_OK;
-use huntgate_e2e::plugin::{self, HUNTER_HEADER, TICKET_HEADER};
+use huntgate_e2e::plugin;
 use huntgate_e2e::poll::try_poll_until;
 use huntgate_e2e::{Client, Envoy, Governor, Metrics, Policies, Upstream};
 use serde_json::{json, Value};
 
-use crate::join;
+use crate::{assert_session, join};
 
 const HUNT: &str = "fleet";
 const FLEET_LIMIT: usize = 100;
 /// Governor defaults: evaluate every second, no signals; the hunt's limit is pinned.
-const DEFAULTS: &str = "eval_period_s: 1\nttl_s: 10\nsignals: []\ngovern_unlisted: false\n";
+pub const DEFAULTS: &str = "eval_period_s: 1\nttl_s: 10\nsignals: []\ngovern_unlisted: false\n";
 
-fn plugin_config(proxy: &str) -> serde_json::Value {
+/// A leasing proxy named `proxy`: exchanges every 250 ms, safe share 0.
+pub fn plugin_config(proxy: &str) -> serde_json::Value {
     plugin::config(json!({
         // Per-process default, far above the fleet limit: only the leases hold the cap.
         "max_hunters": 1000,
@@ -95,16 +96,7 @@ fn three_proxies_hold_one_fleet_cap_with_uneven_demand() {
     // Stickiness: every admitted hunter passes on another proxy with its ticket.
     for (i, ticket) in &tickets {
         let other = &clients[(home(*i) + 1) % 3];
-        let response = other.get(
-            &format!("/hunts/{HUNT}/move"),
-            &[(HUNTER_HEADER, &format!("h{i}")), (TICKET_HEADER, ticket)],
-        );
-        assert_eq!(
-            response.decision().as_deref(),
-            Some("session"),
-            "{}",
-            response.summary()
-        );
+        assert_session(other, HUNT, &format!("h{i}"), ticket);
     }
     // A last round: still at most the fleet limit.
     for i in 0..600 {
@@ -155,11 +147,7 @@ fn three_proxies_hold_one_fleet_cap_with_uneven_demand() {
     );
     join_round(&mut admitted);
     for (i, ticket) in &c_tickets {
-        let response = clients[i % 2].get(
-            &format!("/hunts/{HUNT}/move"),
-            &[(HUNTER_HEADER, &format!("h{i}")), (TICKET_HEADER, ticket)],
-        );
-        assert_eq!(response.decision().as_deref(), Some("session"));
+        assert_session(&clients[i % 2], HUNT, &format!("h{i}"), ticket);
     }
     let fleet: Value = serde_json::from_str(&governor_fleet(&governor)).expect("JSON");
     let c = &fleet["hunts"][HUNT]["proxies"]["gw-c"];

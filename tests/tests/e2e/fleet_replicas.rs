@@ -8,31 +8,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use huntgate_e2e::plugin::{self, HUNTER_HEADER, TICKET_HEADER};
 use huntgate_e2e::poll::try_poll_until;
 use huntgate_e2e::{Client, Envoy, Governor, Metrics, Policies, Redis, Upstream};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::join;
+use crate::fleet::{plugin_config, DEFAULTS};
+use crate::{assert_session, join};
 
 const HUNT: &str = "replicated";
 const FLEET_LIMIT: usize = 60;
-const DEFAULTS: &str = "eval_period_s: 1\nttl_s: 10\nsignals: []\ngovern_unlisted: false\n";
 /// The filter's lease length (the governor's default `lease_ms`).
 const LEASE_MS: f64 = 5_000.0;
-
-fn plugin_config(proxy: &str) -> Value {
-    plugin::config(json!({
-        "max_hunters": 1000,
-        "governor": {
-            "cluster": "governor",
-            "leases": true,
-            "proxy_id": proxy,
-            "poll_interval_ms": 250,
-            "safe_share": 0,
-        },
-    }))
-}
 
 fn governor_metrics(governor: &Governor) -> Metrics {
     Metrics::parse(&Client::new(governor.addr()).get_ok("/metrics"))
@@ -148,16 +134,7 @@ fn two_governor_replicas_on_one_coordination_redis_hold_one_fleet_cap() {
     assert_eq!(down, Some(0.0));
     for (i, ticket) in tickets.iter().take(20) {
         let other = &clients[(home(*i) + 1) % 3];
-        let response = other.get(
-            &format!("/hunts/{HUNT}/move"),
-            &[(HUNTER_HEADER, &format!("h{i}")), (TICKET_HEADER, ticket)],
-        );
-        assert_eq!(
-            response.decision().as_deref(),
-            Some("session"),
-            "{}",
-            response.summary()
-        );
+        assert_session(other, HUNT, &format!("h{i}"), ticket);
     }
     join_round(&mut tickets, 420..440);
     assert_eq!(

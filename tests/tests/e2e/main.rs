@@ -42,6 +42,21 @@ pub fn join(client: &Client, hunt: &str, hunter: &str) -> Response {
     client.get(&join_path(hunt), &[(HUNTER_HEADER, hunter)])
 }
 
+/// Asserts that `hunter`'s request to `hunt` with `ticket` passes as a
+/// session on `client` (e.g. another proxy than the one that admitted it).
+pub fn assert_session(client: &Client, hunt: &str, hunter: &str, ticket: &str) {
+    let response = client.get(
+        &format!("/hunts/{hunt}/move"),
+        &[(HUNTER_HEADER, hunter), (TICKET_HEADER, ticket)],
+    );
+    assert_eq!(
+        response.decision().as_deref(),
+        Some("session"),
+        "{}",
+        response.summary()
+    );
+}
+
 /// A request to `hunt` by `hunter` presenting `ticket` in the ticket header.
 pub fn with_ticket(client: &Client, hunt: &str, hunter: &str, ticket: &str) -> Response {
     client.get(
