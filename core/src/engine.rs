@@ -130,7 +130,15 @@ pub struct Worker {
     rejected: hashbrown::HashMap<SlotRef, u32>,
     /// What this worker last reported to the governor (when it is the fetcher).
     demand: DemandTracker,
+    /// Seats that hold no session but could not be given back yet
+    /// ([`StoreError::Unreleased`]): retried on every tick, at most
+    /// [`MAX_UNRELEASED`] entries (merged per slot).
+    unreleased: hashbrown::HashMap<SlotRef, u32>,
 }
+
+/// Slots with seats waiting to be given back, per worker (the bound of [`Worker`]'s
+/// retry list; a slot already listed only adds to its entry).
+pub const MAX_UNRELEASED: usize = 4096;
 
 /// The verdict on a join, from the mode and the store's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +174,7 @@ impl Worker {
             owner: owner.max(1),
             rejected: hashbrown::HashMap::new(),
             demand: DemandTracker::default(),
+            unreleased: hashbrown::HashMap::new(),
         }
     }
 
@@ -329,7 +338,10 @@ impl Worker {
                     self.registry.forget(hunt);
                     attempt += 1;
                 }
-                Err(e) => return failed(e),
+                Err(e) => {
+                    self.keep_unreleased(&e);
+                    return failed(e);
+                }
             }
         };
         match verdict(request.settings.mode, outcome) {
@@ -411,6 +423,8 @@ impl Worker {
         now_ms: u64,
     ) -> Result<TickReport, StoreError> {
         self.registry.refresh(shared)?;
+        self.unreleased
+            .retain(|slot, seats| store::give_back(shared, *slot, *seats).is_err());
         for (slot, n) in self.rejected.drain() {
             store::add_rejected(shared, slot, n)?;
         }
@@ -429,7 +443,8 @@ impl Worker {
             .collect();
         self.throttle.refresh(shared)?;
         for (hunt, slot) in hunts {
-            let (expired, active) = store::sweep_slot(shared, slot, now_ms)?;
+            let (expired, active) =
+                store::sweep_slot(shared, slot, now_ms).inspect_err(|e| self.keep_unreleased(e))?;
             report.expired += expired;
             if slot.slot < config.max_hunt_metrics {
                 let settings = config.hunt_settings(&hunt).unwrap_or(config.default_hunt);
@@ -445,6 +460,29 @@ impl Worker {
             }
         }
         Ok(report)
+    }
+
+    /// Remembers the seats of a [`StoreError::Unreleased`] for the next tick.
+    fn keep_unreleased(&mut self, error: &StoreError) {
+        if let StoreError::Unreleased {
+            slot, tag, seats, ..
+        } = error
+        {
+            let slot = SlotRef {
+                slot: *slot,
+                tag: *tag,
+            };
+            let known = self.unreleased.contains_key(&slot);
+            if *seats > 0 && (known || self.unreleased.len() < MAX_UNRELEASED) {
+                let entry = self.unreleased.entry(slot).or_insert(0);
+                *entry = entry.saturating_add(*seats);
+            }
+        }
+    }
+
+    /// Seats waiting to be given back (see [`StoreError::Unreleased`]).
+    pub fn unreleased_seats(&self) -> u64 {
+        self.unreleased.values().map(|&n| u64::from(n)).sum()
     }
 
     /// This process's lease report: every registered hunt with sessions, rejected

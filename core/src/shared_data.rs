@@ -23,6 +23,20 @@ pub enum StoreError {
     Contention(String),
     /// The hunt's slot was given to another hunt (this worker's registry view is stale).
     SlotMoved(String),
+    /// `seats` counted in slot `slot` (owner tag `tag`) hold no session any more (a join
+    /// whose record could not be written, records the sweeper removed) and giving them
+    /// back failed too (`cause`): the caller must give them back later
+    /// (`store::give_back`), or the hunt loses them for the life of the process.
+    Unreleased {
+        /// The slot index.
+        slot: u32,
+        /// Its owner tag when the seats were taken.
+        tag: u64,
+        /// How many seats.
+        seats: u32,
+        /// Why giving them back failed.
+        cause: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -32,6 +46,12 @@ impl fmt::Display for StoreError {
             StoreError::MissingKey(key) => write!(f, "shared data key `{key}` is missing"),
             StoreError::Contention(key) => write!(f, "too much contention on `{key}`"),
             StoreError::SlotMoved(key) => write!(f, "`{key}` now belongs to another hunt"),
+            StoreError::Unreleased {
+                slot, seats, cause, ..
+            } => write!(
+                f,
+                "{seats} seat(s) of slot {slot} could not be given back yet ({cause}); retried at the next tick"
+            ),
         }
     }
 }

@@ -685,7 +685,7 @@ pub fn admit<S: SharedData>(
     });
     if existed || inserted.is_err() {
         // Give the reservation back: the record was already counted, or never written.
-        release(shared, slot, 1, None)?;
+        release(shared, slot, 1, None).map_err(|e| unreleased(slot, 1, &e))?;
         active = active.saturating_sub(1);
     }
     inserted?;
@@ -693,6 +693,21 @@ pub fn admit<S: SharedData>(
         return Ok(AdmitOutcome::AlreadyActive);
     }
     Ok(AdmitOutcome::Admitted { active })
+}
+
+fn unreleased(slot: SlotRef, seats: u32, cause: &StoreError) -> StoreError {
+    StoreError::Unreleased {
+        slot: slot.slot,
+        tag: slot.tag,
+        seats,
+        cause: cause.to_string(),
+    }
+}
+
+/// Gives back `seats` that [`StoreError::Unreleased`] reported (nothing if the slot went
+/// to another hunt meanwhile: its count started over).
+pub fn give_back<S: SharedData>(shared: &S, slot: SlotRef, seats: u32) -> Result<(), StoreError> {
+    release(shared, slot, seats, None).map(|_| ())
 }
 
 /// Takes `n` off the slot's count, if the slot is still the hunt's; with
@@ -823,13 +838,22 @@ pub fn sweep_slot<S: SharedData>(
             Ok(_) => {}
             // The slot was taken over meanwhile: nothing of this hunt is left to sweep.
             Err(StoreError::SlotMoved(_)) => return Ok((removed_total, 0)),
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Records already removed from earlier shards still hold seats: give
+                // them back now, or report them for later.
+                if removed_total > 0 {
+                    release(shared, slot, removed_total, None)
+                        .map_err(|r| unreleased(slot, removed_total, &r))?;
+                }
+                return Err(e);
+            }
         }
         removed_total += removed;
         kept_total += kept;
         earliest = earliest.min(shard_earliest);
     }
-    let left = release(shared, slot, removed_total, Some((kept_total, earliest)))?;
+    let left = release(shared, slot, removed_total, Some((kept_total, earliest)))
+        .map_err(|e| unreleased(slot, removed_total, &e))?;
     Ok((removed_total, left))
 }
 
