@@ -137,13 +137,15 @@ impl Fetcher {
     /// `long_poll_s` says) start one poll interval apart (counted from the
     /// start of the previous fetch, so the response time does not stretch the
     /// period past a timer tick). With long polling the next long poll is due
-    /// at once after a plain fetch or a held long poll, else after
-    /// [`LONG_POLL_MIN_GAP_MS`].
-    fn succeed(&mut self, feed: &GovernorFeed, sent_ms: u64, now_ms: u64) {
+    /// at once after a plain fetch, a held long poll or a long poll that brought
+    /// a new document (`changed`: a change came quickly after another), else
+    /// after [`LONG_POLL_MIN_GAP_MS`] (a governor that answers at once without a
+    /// change is not polled in a loop).
+    fn succeed(&mut self, feed: &GovernorFeed, sent_ms: u64, now_ms: u64, changed: bool) {
         self.consecutive_failures = 0;
         self.next_due_ms = if feed.long_poll_s == 0 || feed.leases.is_some() {
             sent_ms + u64::from(feed.poll_interval_ms)
-        } else if !self.in_flight_long_poll || now_ms >= sent_ms + LONG_POLL_HELD_MS {
+        } else if !self.in_flight_long_poll || changed || now_ms >= sent_ms + LONG_POLL_HELD_MS {
             now_ms
         } else {
             sent_ms + LONG_POLL_MIN_GAP_MS
@@ -161,6 +163,7 @@ impl Fetcher {
         body: &[u8],
     ) -> FetchResult {
         let sent_ms = self.in_flight_since.take().unwrap_or(now_ms);
+        let held_etag = self.etag.clone();
         let result = match status {
             Some(200) => match ThrottleTable::decode(body) {
                 Ok(table) => match throttle::publish_exchange(shared, body, now_ms, sent_ms) {
@@ -187,7 +190,11 @@ impl Fetcher {
         };
         match result {
             FetchResult::Failed(_) => self.fail(feed, now_ms),
-            _ => self.succeed(feed, sent_ms, now_ms),
+            FetchResult::Published(_) => {
+                let changed = held_etag.is_some() && self.etag != held_etag;
+                self.succeed(feed, sent_ms, now_ms, changed);
+            }
+            _ => self.succeed(feed, sent_ms, now_ms, false),
         }
         result
     }

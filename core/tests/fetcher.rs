@@ -93,6 +93,13 @@ fn a_held_long_poll_is_reissued_at_once_a_quick_one_after_a_gap() {
         "no busy loop"
     );
     assert!(f.poll(feed, NOW + 13_010, &mut Vec::new).is_some());
+    // A change that comes quickly after another is no busy loop: the next long
+    // poll goes out at once, so the change after it is not held back a second.
+    f.on_response(feed, &shared, NOW + 13_100, Some(200), Some("\"9\""), DOC);
+    assert!(f.poll(feed, NOW + 13_100, &mut Vec::new).is_some());
+    // The same document again, answered at once: a gap.
+    f.on_response(feed, &shared, NOW + 13_105, Some(200), Some("\"9\""), DOC);
+    assert!(f.poll(feed, NOW + 13_600, &mut Vec::new).is_none());
 }
 
 #[test]
