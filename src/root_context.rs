@@ -57,18 +57,17 @@ impl HuntgateRoot {
         }
     }
 
-    /// The configured proxy id, else the Envoy node id, else a random id kept
-    /// in shared data so every worker of the process reports the same one.
-    fn resolve_proxy_id(&self, config: &Config) -> String {
+    /// The configured proxy id, else the Envoy node id, else `process_id` (the
+    /// process's random id, the same on every worker).
+    fn resolve_proxy_id(config: &Config, process_id: &str) -> String {
         let configured = config
             .governor
             .as_ref()
             .and_then(|feed| feed.leases.as_ref())
             .and_then(|leases| leases.proxy_id.clone());
-        if let Some(id) = configured.or_else(host::node_id) {
-            return id;
-        }
-        self.process_id()
+        configured
+            .or_else(host::node_id)
+            .unwrap_or_else(|| process_id.to_owned())
     }
 
     /// The random id of this Envoy process, kept in shared data so every worker (and
@@ -225,8 +224,8 @@ impl RootContext for HuntgateRoot {
             host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
             return false;
         }
-        self.proxy_id = self.resolve_proxy_id(&config);
         self.incarnation = self.process_id();
+        self.proxy_id = Self::resolve_proxy_id(&config, &self.incarnation);
         let tick_ms = config
             .governor
             .as_ref()

@@ -480,11 +480,6 @@ impl Worker {
         }
     }
 
-    /// Seats waiting to be given back (see [`StoreError::Unreleased`]).
-    pub fn unreleased_seats(&self) -> u64 {
-        self.unreleased.values().map(|&n| u64::from(n)).sum()
-    }
-
     /// This process's lease report: every registered hunt with sessions, rejected
     /// joins since the previous report, or a live share (the fetcher's worker only).
     pub fn lease_report<S: SharedData>(

@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::coordination::Coordination;
 use crate::document::ThrottleDocument;
 use crate::fleet::exchange::{
-    exchange, render_coordination_metrics, render_metrics, validate, ExchangeAnswer, LeaseRequest,
+    grant_all, limits, render_metrics, validate, ExchangeAnswer, LeaseRequest,
 };
 use crate::fleet::{AllocatorConfig, Fleet};
 use crate::governor::Snapshot;
@@ -300,30 +300,27 @@ async fn leases(
             crate::text::echo(&e.to_string())
         ))
     })?;
+    let report = validate(request).map_err(AppError::BadRequest)?;
     let now = state.clock.now_ms();
-    let answer = match &state.coordination {
+    let document = &snapshot.document;
+    let leases = match &state.coordination {
         Some(coordination) => {
-            let report = validate(request).map_err(AppError::BadRequest)?;
-            let leases = coordination
-                .exchange(&snapshot.document, &report, now, &state.fleet_config)
-                .await?;
-            ExchangeAnswer {
-                document: &snapshot.document,
-                leases,
-            }
+            coordination
+                .exchange(document, &report, now, &state.fleet_config)
+                .await?
         }
         None => {
             let mut fleet = state.fleet.lock().map_err(|_| AppError::Unavailable)?;
-            exchange(
+            grant_all(
                 &mut fleet,
-                &snapshot.document,
-                request,
+                &report,
+                limits(document),
                 now,
                 &state.fleet_config,
             )
-            .map_err(AppError::BadRequest)?
         }
     };
+    let answer = ExchangeAnswer { document, leases };
     state.exchanges.fetch_add(1, Ordering::Relaxed);
     let mut response = Json(answer).into_response();
     response
@@ -365,20 +362,16 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     metrics::render_http(
         &mut text,
         state.waiting.load(Ordering::Relaxed),
+        state.exchanges.load(Ordering::Relaxed),
         &state.conns,
     );
     // Without an answer from the coordination Redis the fleet families are left out
     // (huntgate_fleet_coordination_up says why), never shown as zeros.
-    let exchanges = state.exchanges.load(Ordering::Relaxed);
-    text.push_str(&format!(
-        "# HELP huntgate_fleet_exchanges_total Lease exchanges this replica answered with shares.\n\
-         # TYPE huntgate_fleet_exchanges_total counter\nhuntgate_fleet_exchanges_total {exchanges}\n"
-    ));
     if let Ok(views) = fleet_views(&state).await {
         render_metrics(&mut text, &views);
     }
     if let Some(coordination) = &state.coordination {
-        render_coordination_metrics(&mut text, &coordination.stats);
+        coordination.stats.render(&mut text);
     }
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

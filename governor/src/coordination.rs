@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::Millis;
 use crate::document::ThrottleDocument;
-use crate::fleet::exchange::{grant_all, LeaseAnswer, ValidReport};
+use crate::fleet::exchange::{grant_all, limits, LeaseAnswer, ValidReport};
 use crate::fleet::shared::SharedHunt;
 use crate::fleet::{AllocatorConfig, Fleet, HuntAllocation, HuntView};
 
@@ -109,6 +109,46 @@ pub struct CoordinationStats {
     pub corrupt: AtomicU64,
 }
 
+impl CoordinationStats {
+    /// Prometheus lines of the coordination Redis: reachable, failed operations, lost
+    /// compare-and-sets, unreadable hunt states.
+    pub fn render(&self, out: &mut String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let families: [(&str, &str, &str, u64); 4] = [
+            (
+                "huntgate_fleet_coordination_up",
+                "gauge",
+                "1 if the latest operation on the coordination Redis succeeded.",
+                u64::from(self.up.load(Relaxed)),
+            ),
+            (
+                "huntgate_fleet_coordination_errors_total",
+                "counter",
+                "Operations on the coordination Redis that failed or timed out (exchanges answered 503).",
+                self.errors.load(Relaxed),
+            ),
+            (
+                "huntgate_fleet_coordination_conflicts_total",
+                "counter",
+                "Compare-and-sets lost to another replica (each retried).",
+                self.conflicts.load(Relaxed),
+            ),
+            (
+                "huntgate_fleet_coordination_corrupt_total",
+                "counter",
+                "Stored hunt states that did not parse (each relearned).",
+                self.corrupt.load(Relaxed),
+            ),
+        ];
+        let mut o = crate::metrics::Out(std::mem::take(out));
+        for (name, kind, help, value) in families {
+            o.family(name, kind, help);
+            o.sample(name, &[], value as f64);
+        }
+        *out = o.0;
+    }
+}
+
 /// A replica's handle on the coordination Redis.
 pub struct Coordination {
     client: redis::Client,
@@ -146,11 +186,7 @@ impl Coordination {
         now_ms: Millis,
         config: &AllocatorConfig,
     ) -> Result<LeaseAnswer, CoordinationError> {
-        let hunts: Vec<(&str, u32)> = document
-            .hunts
-            .iter()
-            .map(|(hunt, entry)| (hunt.as_str(), entry.limit))
-            .collect();
+        let hunts: Vec<(&str, u32)> = limits(document).collect();
         self.bounded(async {
             let mut guard = self.conn.lock().await;
             for _ in 0..MAX_ATTEMPTS {

@@ -101,15 +101,18 @@ pub fn value(v: f64) -> String {
     }
 }
 
-struct Out(String);
+/// Prometheus text being written: `family` lines, then its `sample`s.
+pub struct Out(pub String);
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// The `# HELP` and `# TYPE` lines of a family.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+    /// One sample line (label values escaped).
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -333,9 +336,25 @@ pub fn render(s: &Snapshot) -> String {
     o.0
 }
 
-/// Appends the HTTP side's own metrics.
-pub fn render_http(text: &mut String, long_polls_waiting: u64, conns: &ConnStats) {
+/// Appends the HTTP side's own metrics (`lease_exchanges`: lease exchanges answered with
+/// shares).
+pub fn render_http(
+    text: &mut String,
+    long_polls_waiting: u64,
+    lease_exchanges: u64,
+    conns: &ConnStats,
+) {
     let mut o = Out(std::mem::take(text));
+    o.family(
+        "huntgate_fleet_exchanges_total",
+        "counter",
+        "Lease exchanges this replica answered with shares.",
+    );
+    o.sample(
+        "huntgate_fleet_exchanges_total",
+        &[],
+        lease_exchanges as f64,
+    );
     o.family(
         LONG_POLLS_WAITING,
         "gauge",

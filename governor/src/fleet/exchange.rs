@@ -166,22 +166,12 @@ pub fn grant_all<'h>(
     }
 }
 
-/// Validates a report and answers it from an in-memory fleet state, against the
-/// document's limits.
-pub fn exchange<'a>(
-    fleet: &mut Fleet,
-    document: &'a ThrottleDocument,
-    request: LeaseRequest,
-    now_ms: Millis,
-    config: &AllocatorConfig,
-) -> Result<ExchangeAnswer<'a>, String> {
-    let report = validate(request)?;
-    let limits = document
+/// Every hunt `document` governs with its fleet limit: what an exchange grants shares of.
+pub fn limits(document: &ThrottleDocument) -> impl Iterator<Item = (&str, u32)> {
+    document
         .hunts
         .iter()
-        .map(|(hunt, entry)| (hunt.as_str(), entry.limit));
-    let leases = grant_all(fleet, &report, limits, now_ms, config);
-    Ok(ExchangeAnswer { document, leases })
+        .map(|(hunt, entry)| (hunt.as_str(), entry.limit))
 }
 
 /// One per-hunt metric family: name, help, value.
@@ -262,46 +252,5 @@ pub fn render_metrics(out: &mut String, views: &BTreeMap<String, HuntView>) {
                 );
             }
         }
-    }
-}
-
-/// Prometheus lines of the coordination Redis: reachable, failed operations, lost
-/// compare-and-sets, unreadable hunt states.
-pub fn render_coordination_metrics(
-    out: &mut String,
-    stats: &crate::coordination::CoordinationStats,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let lines: [(&str, &str, &str, u64); 4] = [
-        (
-            "huntgate_fleet_coordination_up",
-            "gauge",
-            "1 if the latest operation on the coordination Redis succeeded.",
-            u64::from(stats.up.load(Relaxed)),
-        ),
-        (
-            "huntgate_fleet_coordination_errors_total",
-            "counter",
-            "Operations on the coordination Redis that failed or timed out (exchanges answered 503).",
-            stats.errors.load(Relaxed),
-        ),
-        (
-            "huntgate_fleet_coordination_conflicts_total",
-            "counter",
-            "Compare-and-sets lost to another replica (each retried).",
-            stats.conflicts.load(Relaxed),
-        ),
-        (
-            "huntgate_fleet_coordination_corrupt_total",
-            "counter",
-            "Stored hunt states that did not parse (each relearned).",
-            stats.corrupt.load(Relaxed),
-        ),
-    ];
-    for (name, kind, help, value) in lines {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
     }
 }

@@ -429,14 +429,7 @@ impl HuntAllocation {
         now_ms: Millis,
         config: &AllocatorConfig,
     ) -> Grant {
-        let large = self.proxies.len() > EXACT_UP_TO;
-        if large {
-            self.refresh_if_due(now_ms, limit, config);
-        } else {
-            self.expire(now_ms, config);
-            // Exact reports do not keep the sums: recompute them once the hunt is large.
-            self.sums.0.refreshed_ms = None;
-        }
+        let large = self.tidy_for(now_ms, limit, config);
         self.limit = limit;
         self.retire_predecessor(proxy, &report);
         let learning = self.learning(now_ms);
@@ -547,11 +540,21 @@ impl HuntAllocation {
     /// Drops expired leases now if the hunt is small, else when its running sums are
     /// due (a large hunt's expired entries linger up to [`REFRESH_MS`], counted: safe).
     pub fn tidy(&mut self, now_ms: Millis, config: &AllocatorConfig) {
+        let limit = self.limit;
+        self.tidy_for(now_ms, limit, config);
+    }
+
+    /// [`HuntAllocation::tidy`] for a report against `limit`; whether the hunt is large
+    /// (grants from running sums).
+    fn tidy_for(&mut self, now_ms: Millis, limit: u32, config: &AllocatorConfig) -> bool {
         if self.proxies.len() > EXACT_UP_TO {
-            let limit = self.limit;
             self.refresh_if_due(now_ms, limit, config);
+            true
         } else {
             self.expire(now_ms, config);
+            // Exact reports do not keep the sums: recompute them once the hunt is large.
+            self.sums.0.refreshed_ms = None;
+            false
         }
     }
 

@@ -155,20 +155,14 @@ impl Fleet {
         now_ms: Millis,
         config: &AllocatorConfig,
     ) -> Grant {
-        if !self.hunts.contains_key(hunt) {
-            let fresh = HuntAllocation::new(self.learning_until_ms);
-            self.hunts.insert(hunt.to_owned(), fresh);
+        // A known hunt without allocating its id; a new one is inserted once.
+        if let Some(allocation) = self.hunts.get_mut(hunt) {
+            return allocation.report(proxy, report, limit, now_ms, config);
         }
-        match self.hunts.get_mut(hunt) {
-            Some(allocation) => allocation.report(proxy, report, limit, now_ms, config),
-            None => Grant {
-                share: 0,
-                target: 0,
-                lease_ms: config.lease_ms,
-                lease_until_ms: now_ms,
-                learning: true,
-            },
-        }
+        let mut fresh = HuntAllocation::new(self.learning_until_ms);
+        let grant = fresh.report(proxy, report, limit, now_ms, config);
+        self.hunts.insert(hunt.to_owned(), fresh);
+        grant
     }
 
     /// Drops expired leases (a large hunt's at most every `REFRESH_MS`), and hunts no
