@@ -24,11 +24,13 @@ E2E_THREADS ?= 4
 
 .PHONY: test tools wasm lint unit governor validate e2e
 
-test: tools lint unit governor wasm validate e2e demo-smoke bench-smoke packaging
+test: tools lint unit governor wasm validate e2e demo-smoke bench-smoke packaging fuzz-smoke
 
 tools:
 	scripts/install-tools.sh
 	scripts/install-governor-tools.sh
+	scripts/install-fuzz-tools.sh
+	scripts/install-browser-tools.sh
 
 # Written by `tools`; targets that need the tools install them if missing.
 $(ENV_SH):
@@ -51,6 +53,8 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p huntgate -p huntgate-core --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p huntgate --target wasm32-wasip1 --features crash-test -- -D warnings
+	cargo clippy -p huntgate-governor --no-default-features --lib -- -D warnings
 
 unit: | $(ENV_SH)
 	cargo test -p huntgate-core
@@ -65,11 +69,18 @@ governor: | $(ENV_SH)
 validate: wasm | $(ENV_SH)
 	$(WITH_TOOLS) scripts/validate-envoy.sh
 
+# The crash-test build (cargo feature `crash-test`, src/crash_test.rs) lets the
+# FAIL_RELOAD test trap a VM on purpose; it has its own target dir, never dist/.
+CRASH_WASM := target/crash-test/wasm32-wasip1/release/huntgate.wasm
+
 # The governor tests of the suite run the real governor binary (debug build).
 e2e: wasm | $(ENV_SH)
+	scripts/install-browser-tools.sh
 	cargo build -p huntgate-governor
+	CARGO_TARGET_DIR=target/crash-test cargo build --release --target wasm32-wasip1 -p huntgate --features crash-test
 	$(WITH_TOOLS) HUNTGATE_WASM=$(CURDIR)/$(WASM) \
+		HUNTGATE_CRASH_WASM=$(CURDIR)/$(CRASH_WASM) \
 		HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor \
 		cargo test -p huntgate-e2e -- --test-threads $(E2E_THREADS)
 
-include mk/demo.mk mk/bench.mk mk/packaging.mk
+include mk/demo.mk mk/bench.mk mk/packaging.mk mk/fuzz.mk

@@ -13,7 +13,12 @@
 #                     (about 15 minutes; BENCH_FLEET_ONLY=governor,burst,join picks)
 #
 # BENCH_JOBS (default 2) cachegrind runs at a time; BENCH_N1/BENCH_N2 request counts.
-.PHONY: bench bench-smoke bench-fleet bench-build
+#   make flood        1,000,000 distinct hunt ids, then 1,000,000 distinct hunters, at one
+#                     Envoy (2 workers): RSS and answers (BENCH_FLOOD_N sets the count;
+#                     about 8 minutes); bench-out/flood.{json,md}
+#   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
+#                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
+.PHONY: bench bench-smoke bench-fleet bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -30,11 +35,17 @@ bench-fleet: tools wasm bench-build
 	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) fleet
 
 # The smoke run uses the debug governor (the e2e suite builds it anyway).
-# Gate: a regression gate at today's hot path (≈ 40k added since the session
-# decision is no longer written, + 20 %), not the issue's goal (30k; ≤ 36k as a
-# gate), which the filter still misses (README, Performance). Lower it as the hot
-# path gets cheaper.
-BENCH_HOT_GATE ?= 48000
+# Gate: a regression gate at today's hot path (≈ 44k added: 41.7k–46.1k on the
+# CI machine of 2026-12-02 for the same code, + 20 %), not the issue's goal (30k;
+# ≤ 36k as a gate), which the filter still misses (README, Performance). Lower it
+# as the hot path gets cheaper.
+BENCH_HOT_GATE ?= 52000
 bench-smoke: tools wasm bench-build
 	cargo build -p huntgate-governor
 	$(WITH_TOOLS) BENCH_HOT_GATE=$(BENCH_HOT_GATE) HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor $(BENCH_BIN) smoke
+
+flood: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) flood
+
+soak: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) soak

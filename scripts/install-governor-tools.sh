@@ -5,6 +5,8 @@
 #   - prometheus (Debian)         provides `promtool check metrics` for the /metrics test
 #   - tansu 0.6 (crates.io)       a real Kafka-protocol broker, cached per machine under
 #                                 ~/.cache/huntgate/tansu (about 13 minutes to build once)
+#   - grpcio, grpcio-tools (PyPI) an independent gRPC client of the governor's API, in the
+#                                 venv ~/.cache/huntgate/venv-grpc
 # Safe to run repeatedly: each step is skipped when its tool is already present.
 set -euo pipefail
 
@@ -24,9 +26,9 @@ compgen -G '/usr/include/*/curl/curl.h' >/dev/null || [[ -e /usr/include/curl/cu
 
 if ((${#need_apt[@]})); then
     echo "install-governor-tools: apt-get install ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    # shellcheck source=scripts/lib/apt.sh
+    . "$(dirname "$0")/lib/apt.sh"
+    apt_install "${need_apt[@]}"
 fi
 
 # Debian's redis-server package starts a system instance on :6379; the tests start their own
@@ -46,3 +48,14 @@ CACHE_BIN="${HUNTGATE_CACHE:-$HOME/.cache/huntgate}/bin"
 mkdir -p "$CACHE_BIN"
 ln -sfn "$TANSU_ROOT/bin/tansu" "$CACHE_BIN/tansu"
 echo "install-governor-tools: tansu linked at $CACHE_BIN/tansu (on PATH after sourcing env.sh)"
+
+# An independent gRPC client for the API tests (governor/tests/grpc_client.py).
+GRPC_VENV="${HUNTGATE_CACHE:-$HOME/.cache/huntgate}/venv-grpc"
+GRPC_PINS=(grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
+if "$GRPC_VENV/bin/python" -c 'import grpc_tools, grpc_health, grpc_reflection' 2>/dev/null; then
+    echo "install-governor-tools: grpcio present in $GRPC_VENV"
+else
+    echo "install-governor-tools: installing ${GRPC_PINS[*]} into $GRPC_VENV"
+    python3 -m venv "$GRPC_VENV"
+    "$GRPC_VENV/bin/pip" install -q --disable-pip-version-check "${GRPC_PINS[@]}"
+fi

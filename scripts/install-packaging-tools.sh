@@ -26,6 +26,8 @@ exec 9>"$CACHE/.install.lock"
 flock 9
 
 say() { printf '%-26s %s\n' "$1" "$2"; }
+# shellcheck source=scripts/lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
@@ -44,16 +46,7 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "installing from Debian: ${apt_packages[*]}"
-    # Another apt-get (install-governor-tools.sh takes no lock) may hold apt's
-    # locks: wait for it, up to 5 minutes.
-    for attempt in $(seq 60); do
-        "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq && break
-        [ "$attempt" = 60 ] && exit 1
-        sleep 5
-    done
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
-        "${apt_packages[@]}" >/dev/null
+    apt_install "${apt_packages[@]}"
 fi
 # Debian's docker-registry package starts a system registry on :5000. The tests
 # start their own on a free loopback port; stop the system one so that nothing

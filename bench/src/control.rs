@@ -20,9 +20,10 @@ use serde_json::{json, Value};
 use crate::envoy::{Envoy, EnvoySpec};
 use crate::filters::{Feed, Filters};
 use crate::http::{self, Connection};
-use crate::ports::free_port;
-use crate::process::ChildGuard;
+use crate::process::{Checked as _, ChildGuard};
 use crate::workload::{Requests, Scale, HUNTER_HEADER};
+use huntgate_harness::governor::PolicyDir;
+use huntgate_harness::ports::free_port;
 
 /// Envoy workers of the control-path runs.
 pub const WORKERS: u32 = 2;
@@ -32,16 +33,9 @@ const ACTIVE: u32 = 10;
 const LAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The governor binary: `$HUNTGATE_GOVERNOR`, else the release build, else the debug build.
-pub fn governor_binary(root: &Path) -> PathBuf {
-    if let Ok(path) = std::env::var("HUNTGATE_GOVERNOR") {
-        return PathBuf::from(path);
-    }
-    let release = root.join("target/release/huntgate-governor");
-    if release.exists() {
-        release
-    } else {
-        root.join("target/debug/huntgate-governor")
-    }
+pub fn governor_binary(root: &Path) -> Result<PathBuf> {
+    huntgate_harness::governor::governor_binary(root, &["release", "debug"])
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A running governor.
@@ -66,78 +60,45 @@ impl Governor {
         redis: Option<u16>,
         extra: &[&str],
     ) -> Result<Self> {
-        let port = free_port()?;
+        let port = free_port();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let log = fs::File::create(log)?;
-        let mut command = Command::new(governor_binary(root));
-        command
-            .arg("serve")
-            .arg("--policies")
-            .arg(policies)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .env("HUNTGATE_LOG", "warn")
-            .env_remove("HUNTGATE_REDIS")
-            .env_remove("HUNTGATE_KAFKA")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        let mut command = huntgate_harness::governor::serve_command(
+            &governor_binary(root)?,
+            policies,
+            addr,
+            "warn",
+        );
+        command.args(extra).stdout(log.try_clone()?).stderr(log);
         if let Some(redis) = redis {
             command
                 .arg("--redis")
                 .arg(format!("main=redis://127.0.0.1:{redis}"));
         }
-        let mut governor = Self {
-            child: ChildGuard::spawn("huntgate-governor", &mut command)?,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            governor.child.check_running()?;
-            if http::get_once(port, "/readyz", &[]).is_ok_and(|r| r.status == 200) {
-                return Ok(governor);
-            }
-            if Instant::now() >= deadline {
-                bail!("governor not ready within 60 s");
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        let mut child = ChildGuard::spawn("huntgate-governor", &mut command)?;
+        huntgate_harness::governor::wait_ready(&mut child, addr, Duration::from_secs(60))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { child, port })
     }
 }
 
-/// A policy directory.
-pub struct Policies {
-    dir: PathBuf,
-}
+/// A policy directory (the harness's), with the bench's error style.
+pub struct Policies(PolicyDir);
 
 impl Policies {
     /// `dir` with `defaults.yaml` = `defaults` and an empty `hunts/`.
     pub fn new(dir: PathBuf, defaults: &str) -> Result<Self> {
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("hunts"))?;
-        let policies = Self { dir };
-        policies.write("defaults.yaml", defaults)?;
-        Ok(policies)
+        Ok(Self(PolicyDir::create(dir, defaults)?))
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.0.path()
     }
 
     /// Atomically writes `hunts/<hunt>.yaml` (staged as a dot file, renamed into place).
     pub fn set_hunt(&self, hunt: &str, yaml: &str) -> Result<()> {
-        self.write(&format!("hunts/{hunt}.yaml"), yaml)
-    }
-
-    fn write(&self, relative: &str, content: &str) -> Result<()> {
-        let target = self.dir.join(relative);
-        let staged = self
-            .dir
-            .join(format!(".staged-{}", relative.replace('/', "-")));
-        fs::write(&staged, content)?;
-        fs::rename(&staged, &target)?;
-        Ok(())
+        Ok(self.0.set_hunt(hunt, yaml)?)
     }
 }
 
@@ -382,7 +343,7 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path, maxmemory: u64) -> Result<Self> {
-        let port = free_port()?;
+        let port = free_port();
         let log = fs::File::create(dir.join("redis.log"))?;
         let mut command = Command::new("redis-server");
         command

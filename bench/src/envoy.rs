@@ -11,8 +11,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::filters::{clusters, Filters};
 use crate::http;
-use crate::ports::free_port;
-use crate::process::ChildGuard;
+use crate::process::{Checked as _, ChildGuard};
+use huntgate_harness::ports::free_port;
 
 /// How an Envoy is started.
 #[derive(Debug, Clone)]
@@ -37,9 +37,9 @@ pub struct Envoy {
     pub admin_port: u16,
 }
 
-/// The Envoy binary: `$HUNTGATE_ENVOY`, else `envoy` on PATH.
-pub fn envoy_binary() -> String {
-    std::env::var("HUNTGATE_ENVOY").unwrap_or_else(|_| "envoy".to_string())
+/// The Envoy binary (the harness's lookup: `$HUNTGATE_ENVOY`, the tool cache, `PATH`).
+pub fn envoy_binary(root: &Path) -> Result<PathBuf> {
+    huntgate_harness::envoy::envoy_binary(root).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Renders the bench config into `dir/name.yaml`.
@@ -75,10 +75,11 @@ impl Envoy {
         spec: &EnvoySpec,
         ready_within: Duration,
     ) -> Result<Self> {
-        let port = free_port()?;
-        let admin_port = free_port()?;
+        let port = free_port();
+        let admin_port = free_port();
         let config = render(root, dir, name, spec, port, admin_port)?;
         let log = fs::File::create(dir.join(format!("{name}.log")))?;
+        let binary = envoy_binary(root)?;
         let mut command = match &spec.cachegrind_out {
             Some(out) => {
                 let mut c = Command::new("valgrind");
@@ -86,18 +87,17 @@ impl Envoy {
                     .arg("--cache-sim=no")
                     .arg("--smc-check=all-non-file")
                     .arg(format!("--cachegrind-out-file={}", out.display()))
-                    .arg(envoy_binary());
+                    .arg(binary);
                 c
             }
-            None => Command::new(envoy_binary()),
+            None => Command::new(binary),
         };
         command
-            .arg("-c")
-            .arg(&config)
-            .arg("--concurrency")
-            .arg(spec.workers.to_string())
-            .arg("--disable-hot-restart")
-            .args(["-l", "warning"])
+            .args(huntgate_harness::envoy::args(
+                &config,
+                spec.workers,
+                "warning",
+            ))
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -118,19 +118,9 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            self.child.check_running()?;
-            if let Ok(response) = http::get_once(self.admin_port, "/ready", &[]) {
-                if response.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("not ready within {within:?}");
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        huntgate_harness::envoy::wait_ready(&mut self.child, admin, None, within)
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// Waits until the process is idle (background V8 compilation finished): at
@@ -182,7 +172,7 @@ impl Envoy {
 
     /// Stops Envoy (SIGTERM; valgrind writes its counts on exit).
     pub fn stop(mut self) -> Result<()> {
-        self.child.stop(Duration::from_secs(60))?;
+        self.child.stop_checked(Duration::from_secs(60))?;
         Ok(())
     }
 }

@@ -48,6 +48,13 @@ pub enum Filters {
         /// Optional governor feed (cluster `governor`).
         feed: Option<Feed>,
     },
+    /// huntgate with a plugin configuration of the caller's.
+    Raw {
+        /// The wasm module.
+        wasm: PathBuf,
+        /// The plugin configuration (JSON).
+        configuration: String,
+    },
 }
 
 impl Filters {
@@ -57,7 +64,7 @@ impl Filters {
             Filters::Bare => "bare",
             Filters::EmptyWasm(_) => "empty-wasm",
             Filters::LocalRateLimit { .. } => "local_ratelimit",
-            Filters::Huntgate { .. } => "huntgate",
+            Filters::Huntgate { .. } | Filters::Raw { .. } => "huntgate",
         }
     }
 
@@ -67,6 +74,10 @@ impl Filters {
             Filters::Bare => String::new(),
             Filters::EmptyWasm(wasm) => wasm_filter("empty", wasm, "{}"),
             Filters::LocalRateLimit { hunts } => local_ratelimit(*hunts),
+            Filters::Raw {
+                wasm,
+                configuration,
+            } => wasm_filter("huntgate", wasm, configuration),
             Filters::Huntgate {
                 wasm,
                 max_hunters,

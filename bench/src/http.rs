@@ -1,33 +1,13 @@
 //! A minimal HTTP/1.1 client on one keep-alive connection: it sends exactly the
-//! bytes it is given and reads one response per request (Content-Length bodies,
-//! which is all Envoy's direct and local replies use).
+//! bytes it is given and reads one response per request with the harness's reader.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
-/// One response: status, headers (lowercase names) and body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// Header pairs, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: String,
-}
-
-impl Response {
-    /// The first value of header `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use huntgate_harness::http1::Response;
 
 /// One keep-alive connection.
 pub struct Connection {
@@ -56,71 +36,7 @@ impl Connection {
     }
 
     fn read_response(&mut self) -> Result<Response> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            bail!("connection closed before a response");
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {line:?}"))?;
-        let mut headers = Vec::new();
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
-                bail!("connection closed in the headers");
-            }
-            let trimmed = line.trim_end();
-            if trimmed.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = trimmed.split_once(':') {
-                let name = name.trim().to_ascii_lowercase();
-                let value = value.trim().to_string();
-                if name == "content-length" {
-                    length = value.parse().context("bad content-length")?;
-                }
-                if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-                    chunked = true;
-                }
-                headers.push((name, value));
-            }
-        }
-        let body = if chunked {
-            self.read_chunked()?
-        } else {
-            let mut body = vec![0u8; length];
-            self.reader.read_exact(&mut body)?;
-            body
-        };
-        Ok(Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    }
-}
-
-impl Connection {
-    fn read_chunked(&mut self) -> Result<Vec<u8>> {
-        let mut body = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            let size_text = line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size_text, 16)
-                .with_context(|| format!("bad chunk size {line:?}"))?;
-            let mut chunk = vec![0u8; size + 2];
-            self.reader.read_exact(&mut chunk)?;
-            if size == 0 {
-                return Ok(body);
-            }
-            body.extend_from_slice(chunk.get(..size).unwrap_or_default());
-        }
+        huntgate_harness::http1::read_response(&mut self.reader).context("reading a response")
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::control::{summary, Governor, Policies};
 use crate::http::{self, Connection};
 use crate::pollers::sample;
+use crate::process::Checked as _;
 
 /// What the load looks like.
 #[derive(Debug, Clone, Copy)]
@@ -237,7 +238,7 @@ pub fn governor_under_leases(root: &Path, dir: &Path, load: LeaseLoad) -> Result
             latencies_ms.extend(samples.iter().map(|us| f64::from(*us) / 1000.0));
         }
     }
-    governor.child.stop(Duration::from_secs(30))?;
+    governor.child.stop_checked(Duration::from_secs(30))?;
     let offered = f64::from(load.proxies);
     let rate = answered as f64 / load.window.as_secs_f64();
     let mut latency = summary(&latencies_ms);
@@ -256,7 +257,7 @@ pub fn governor_under_leases(root: &Path, dir: &Path, load: LeaseLoad) -> Result
         fields.insert("p99_ms".into(), json!(pick(0.99)));
     }
     Ok(json!({
-        "binary": crate::control::governor_binary(root).display().to_string(),
+        "binary": crate::control::governor_binary(root)?.display().to_string(),
         "proxies": load.proxies,
         "hunts": load.hunts,
         "limit_per_hunt": load.limit,

@@ -58,7 +58,7 @@ fn settings(smoke: bool) -> Settings {
             n: (env_u32("BENCH_N1", 200), env_u32("BENCH_N2", 600)),
             scale_n: (0, 0),
             jobs: env_u32("BENCH_JOBS", 2) as usize,
-            repeats: env_u32("BENCH_REPEATS", 2),
+            repeats: env_u32("BENCH_REPEATS", 3),
             control_samples: 1,
             redis_samples: 0,
             pollers: 50,
@@ -421,6 +421,44 @@ fn fleet_settings() -> fleet::FleetSettings {
     }
 }
 
+/// `flood` (BENCH_FLOOD_N requests per phase, default 1,000,000) or `soak`
+/// (SOAK_MINUTES, default 30, at SOAK_RATE joins/s, default 100): writes
+/// bench-out/<mode>.json and .md.
+fn flood_or_soak(mode: &str) -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
+    let out = root.join("bench-out");
+    let dir = out.join(format!("runs-{mode}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let source = std::env::var("BENCH_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
+    let wasm = copy_artifact(&source, &dir.join("huntgate.wasm"))?;
+    let env_u64 = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let result = if mode == "flood" {
+        json!({"machine": report::machine(), "flood": huntgate_bench::flood::flood(&root, &dir, &wasm, env_u64("BENCH_FLOOD_N", 1_000_000))?})
+    } else {
+        let minutes = env_u64("SOAK_MINUTES", 30);
+        let rate = u32::try_from(env_u64("SOAK_RATE", 100)).unwrap_or(100);
+        json!({"machine": report::machine(), "soak": huntgate_bench::flood::soak(&root, &dir, &wasm, Duration::from_secs(minutes * 60), rate)?})
+    };
+    fs::write(
+        out.join(format!("{mode}.json")),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let md = huntgate_bench::flood::markdown(&result);
+    fs::write(out.join(format!("{mode}.md")), &md)?;
+    println!("{md}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mode = std::env::args()
         .nth(1)
@@ -431,11 +469,16 @@ fn main() -> Result<()> {
     if mode == "fleet" {
         return rerun_fleet();
     }
+    if mode == "flood" || mode == "soak" {
+        return flood_or_soak(&mode);
+    }
     let (smoke, gate_only) = match mode.as_str() {
         "full" => (false, false),
         "smoke" => (true, false),
         "gate" => (true, true),
-        other => bail!("usage: huntgate-bench [full|smoke|gate|redis|fleet] (got {other:?})"),
+        other => {
+            bail!("usage: huntgate-bench [full|smoke|gate|redis|fleet|flood|soak] (got {other:?})")
+        }
     };
     let started = Instant::now();
     let settings = settings(smoke);

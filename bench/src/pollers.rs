@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use crate::control::{Governor, Policies};
 use crate::envoy::{cpu_ticks, rss_bytes};
 use crate::http::{self, Connection};
+use crate::process::Checked as _;
 
 /// Clock ticks per second of /proc CPU times.
 const TICKS_PER_S: f64 = 100.0;
@@ -132,9 +133,9 @@ pub fn governor_footprint(
     let (idle_cpu, idle_rss) = sample(pid, window)?;
     let poll = under_load(pid, governor.port, Style::Poll, pollers, window)?;
     let long_poll = under_load(pid, governor.port, Style::LongPoll, pollers, window)?;
-    governor.child.stop(Duration::from_secs(30))?;
+    governor.child.stop_checked(Duration::from_secs(30))?;
     Ok(json!({
-        "binary": crate::control::governor_binary(root).display().to_string(),
+        "binary": crate::control::governor_binary(root)?.display().to_string(),
         "hunt_files": 100,
         "idle": {
             "cpu_percent": (idle_cpu * 10.0).round() / 10.0,

@@ -52,7 +52,7 @@ fn first_line(program: &str, args: &[&str]) -> String {
             };
             String::from_utf8_lossy(&text)
                 .lines()
-                .next()
+                .find(|line| !line.trim().is_empty())
                 .unwrap_or("")
                 .trim()
                 .to_string()
@@ -73,12 +73,20 @@ pub fn machine() -> Value {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let envoy = crate::envoy::envoy_binary();
+    let envoy = crate::envoy::envoy_binary(std::path::Path::new("."))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "envoy".to_string());
     json!({
         "cpu": cpu,
         "cores": cores,
         "kernel": first_line("uname", &["-r"]),
-        "envoy": first_line(&envoy, &["--version"]).split_whitespace().nth(2).unwrap_or("").to_string(),
+        // `<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`
+        "envoy": first_line(&envoy, &["--version"])
+            .split("version:")
+            .nth(1)
+            .and_then(|v| v.trim().split('/').nth(1))
+            .unwrap_or("")
+            .to_string(),
         "valgrind": first_line("valgrind", &["--version"]),
         "date_utc": first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
     })

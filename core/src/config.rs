@@ -101,6 +101,41 @@ pub struct HuntOverrideSpec {
     pub max_hunters: Option<u32>,
     /// Mode for this hunt, overriding the global `mode`.
     pub mode: Option<Mode>,
+    /// This hunt's waiting room; a field left out inherits the default `waiting_room`.
+    #[serde(default)]
+    pub waiting_room: Option<WaitingRoomSpec>,
+}
+
+/// A waiting room as written in `waiting_room` (the default) or
+/// `hunts.<id>.waiting_room` (where every field left out inherits the default's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomSpec {
+    /// `true`: a join of the full hunt gets a place in its queue instead of a
+    /// bare 429 (default `false`).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Most hunters queued at once per hunt and Envoy process, 1–10000 (default
+    /// 1000); past it a join gets today's 429 `hunt_full`.
+    #[serde(default)]
+    pub max_queue: Option<u32>,
+    /// Seconds a queue ticket (and its place) lives after the hunter first queued,
+    /// 1–86400 (default 1800).
+    #[serde(default)]
+    pub queue_ttl_s: Option<u32>,
+    /// `Retry-After` of a queued reply, 1–300 s (default 5): the waiting page
+    /// refreshes itself after it.
+    #[serde(default)]
+    pub retry_after_s: Option<u32>,
+    /// A queued hunter not back within `retry_after_s + grace_s` seconds of its
+    /// last try drops out (counted as abandoned), 0–3600 (default 10).
+    #[serde(default)]
+    pub grace_s: Option<u32>,
+    /// HTML template of the waiting page sent to requests that accept
+    /// `text/html` (placeholders `{{hunt}}`, `{{position}}`, `{{eta_s}}`,
+    /// `{{retry_after_s}}`); default: the built-in page. At most 65536 bytes.
+    #[serde(default)]
+    pub page: Option<String>,
 }
 
 /// The reply sent when a hunt is full.
@@ -198,6 +233,59 @@ pub enum UnlistedPolicy {
     Admit,
     /// Answer 404 `unknown_hunt`.
     Reject,
+}
+
+/// How sessions end before their TTL, as written in `session_end`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEndSpec {
+    /// Response header by which the upstream ends the hunter's session (value
+    /// `end`), e.g. `x-huntgate-session`; removed from every hunt response. Off
+    /// by default (`null`): reading it costs a host call on every hunt response.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The path segment of the client's leave request, `POST
+    /// {path_prefix}{hunt}/{leave_path}` (with `hunt.header`: `POST
+    /// /{leave_path}`); `null` turns leave requests off (default `leave`).
+    #[serde(default = "default_leave_path")]
+    pub leave_path: Option<String>,
+}
+
+impl Default for SessionEndSpec {
+    fn default() -> Self {
+        Self {
+            header: None,
+            leave_path: default_leave_path(),
+        }
+    }
+}
+
+fn default_leave_path() -> Option<String> {
+    Some("leave".to_string())
+}
+
+/// Longest accepted `session_end.leave_path`.
+pub const MAX_LEAVE_PATH_LEN: usize = 64;
+
+/// Compiled `session_end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// Lowercased response header whose value `end` ends the session, if on.
+    pub header: Option<String>,
+    /// The leave request's path, `{hunt}` standing for the hunt segment
+    /// (`/hunts/{hunt}/leave`), or `None` when leave requests are off.
+    pub leave: Option<LeavePath>,
+}
+
+/// The path of a leave request (compared ASCII-case-insensitively, query ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavePath {
+    /// Before the hunt segment (`/hunts/`), or the whole path with a hunt header.
+    pub before: String,
+    /// After the hunt segment (`/leave`); empty with a hunt header.
+    pub after: String,
+    /// Whether the path holds the hunt segment (`hunt.path_prefix`).
+    pub names_hunt: bool,
 }
 
 /// What the filter does once the governor's document is older than `max_stale_s`.
@@ -382,6 +470,12 @@ pub struct ConfigSpec {
     /// `governor` block is refused unless it says so).
     #[serde(default)]
     pub standalone: bool,
+    /// How the upstream and the client end a session before its TTL.
+    #[serde(default)]
+    pub session_end: SessionEndSpec,
+    /// The default waiting room of every hunt (off unless `enabled`).
+    #[serde(default)]
+    pub waiting_room: WaitingRoomSpec,
 }
 
 fn default_hunt_source() -> HuntSourceSpec {
@@ -436,6 +530,45 @@ pub struct HuntSettings {
     pub mode: Mode,
 }
 
+/// Largest accepted `waiting_room.max_queue`: bounds the bytes one queued
+/// request copies (32 bytes per place).
+pub const MAX_QUEUE_LIMIT: u32 = 10_000;
+/// Largest accepted `waiting_room.queue_ttl_s` (one day).
+pub const MAX_QUEUE_TTL_S: u32 = 86_400;
+/// Largest accepted `waiting_room.retry_after_s`.
+pub const MAX_QUEUE_RETRY_AFTER_S: u32 = 300;
+/// Largest accepted `waiting_room.grace_s`.
+pub const MAX_QUEUE_GRACE_S: u32 = 3_600;
+/// Largest accepted `waiting_room.page`, in bytes.
+pub const MAX_PAGE_BYTES: usize = 65_536;
+
+/// A hunt's compiled waiting room (present only when enabled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingRoom {
+    /// Most places in the queue (per Envoy process).
+    pub max_queue: u32,
+    /// Life of a place and its queue ticket, from the first queued reply (s).
+    pub queue_ttl_s: u32,
+    /// `Retry-After` of a queued reply (s).
+    pub retry_after_s: u32,
+    /// Extra seconds after `retry_after_s` before a silent hunter drops out.
+    pub grace_s: u32,
+    /// The waiting page template, if the built-in page is replaced.
+    pub page: Option<String>,
+}
+
+impl WaitingRoom {
+    /// Milliseconds after its last try at which a queued hunter drops out.
+    pub fn abandon_after_ms(&self) -> u64 {
+        (u64::from(self.retry_after_s) + u64::from(self.grace_s)) * 1000
+    }
+
+    /// Milliseconds a place lives after it was taken.
+    pub fn ttl_ms(&self) -> u64 {
+        u64::from(self.queue_ttl_s) * 1000
+    }
+}
+
 /// The validated, immutable configuration the filter runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -467,6 +600,15 @@ pub struct Config {
     pub marks: DecisionMarks,
     /// The governor feed, if configured.
     pub governor: Option<GovernorFeed>,
+    /// Ending sessions (upstream header, leave request).
+    pub session_end: SessionEnd,
+    /// The waiting room of unlisted hunts (`None`: off).
+    pub default_waiting_room: Option<WaitingRoom>,
+    /// The waiting rooms of listed hunts, by normalized id (absent: off).
+    pub waiting_rooms: HashMap<String, WaitingRoom>,
+    /// Whether any hunt may have a waiting room (the adapter then decodes the
+    /// queue ticket header and `accept`).
+    pub waiting_room_any: bool,
 }
 
 impl Config {
@@ -582,6 +724,12 @@ impl Config {
             max_hunters: spec.max_hunters,
             mode: spec.mode,
         };
+        let default_waiting_room = compile_waiting_room(
+            "waiting_room",
+            &spec.waiting_room,
+            &WaitingRoomSpec::default(),
+        )?;
+        let mut waiting_rooms = HashMap::new();
         let mut hunts = HashMap::with_capacity(spec.hunts.len());
         for (raw_id, over) in &spec.hunts {
             let id = normalize_hunt_id(raw_id).map_err(|e| {
@@ -596,6 +744,17 @@ impl Config {
                 max_hunters,
                 mode: over.mode.unwrap_or(spec.mode),
             };
+            let room = match &over.waiting_room {
+                Some(room) => compile_waiting_room(
+                    &format!("hunts.{raw_id}.waiting_room"),
+                    room,
+                    &spec.waiting_room,
+                )?,
+                None => default_waiting_room.clone(),
+            };
+            if let Some(room) = room {
+                waiting_rooms.insert(id.clone(), room);
+            }
             if hunts.insert(id, settings).is_some() {
                 return Err(field_error(
                     format!("hunts.{raw_id}"),
@@ -625,7 +784,13 @@ impl Config {
                 ),
             ));
         }
+        let session_end = compile_session_end(&spec.session_end, &hunt_source, &hunter_source)?;
+        let waiting_room_any = default_waiting_room.is_some() || !waiting_rooms.is_empty();
         Ok(Self {
+            session_end,
+            default_waiting_room,
+            waiting_rooms,
+            waiting_room_any,
             hunt_source,
             hunter_source,
             session_ttl_s,
@@ -651,6 +816,63 @@ impl Config {
             None => None,
         }
     }
+
+    /// The waiting room of a (normalized) hunt id, if it has one.
+    pub fn waiting_room(&self, hunt: &str) -> Option<&WaitingRoom> {
+        if !self.waiting_room_any {
+            return None;
+        }
+        if self.hunts.contains_key(hunt) {
+            return self.waiting_rooms.get(hunt);
+        }
+        self.default_waiting_room.as_ref()
+    }
+}
+
+/// Compiles a waiting room at `field`, each field left out taken from `inherit`
+/// (then from the documented default). `None` when it is not enabled.
+fn compile_waiting_room(
+    field: &str,
+    spec: &WaitingRoomSpec,
+    inherit: &WaitingRoomSpec,
+) -> Result<Option<WaitingRoom>, ConfigError> {
+    let enabled = spec.enabled.or(inherit.enabled).unwrap_or(false);
+    let pick =
+        |own: Option<u32>, parent: Option<u32>, default: u32| own.or(parent).unwrap_or(default);
+    let max_queue = pick(spec.max_queue, inherit.max_queue, 1000);
+    let queue_ttl_s = pick(spec.queue_ttl_s, inherit.queue_ttl_s, 1800);
+    let retry_after_s = pick(spec.retry_after_s, inherit.retry_after_s, 5);
+    let grace_s = pick(spec.grace_s, inherit.grace_s, 10);
+    let page = spec.page.clone().or_else(|| inherit.page.clone());
+    let check = |name: &str, value: u32, low: u32, high: u32| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(field_error(
+                format!("{field}.{name}"),
+                format!("must be between {low} and {high}"),
+            ))
+        }
+    };
+    check("max_queue", max_queue, 1, MAX_QUEUE_LIMIT)?;
+    check("queue_ttl_s", queue_ttl_s, 1, MAX_QUEUE_TTL_S)?;
+    check("retry_after_s", retry_after_s, 1, MAX_QUEUE_RETRY_AFTER_S)?;
+    check("grace_s", grace_s, 0, MAX_QUEUE_GRACE_S)?;
+    if let Some(page) = &page {
+        if page.len() > MAX_PAGE_BYTES || page.is_empty() {
+            return Err(field_error(
+                format!("{field}.page"),
+                format!("must be 1-{MAX_PAGE_BYTES} bytes of HTML"),
+            ));
+        }
+    }
+    Ok(enabled.then_some(WaitingRoom {
+        max_queue,
+        queue_ttl_s,
+        retry_after_s,
+        grace_s,
+        page,
+    }))
 }
 
 fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
@@ -736,6 +958,64 @@ fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
     })
 }
 
+fn compile_session_end(
+    spec: &SessionEndSpec,
+    hunt: &HuntSource,
+    hunter: &HunterSource,
+) -> Result<SessionEnd, ConfigError> {
+    const HEADER: &str = "session_end.header";
+    let header = match &spec.header {
+        None => None,
+        Some(name) => {
+            let header = compile_header_name(HEADER, name)?;
+            let taken = match (hunt, hunter) {
+                (HuntSource::Header(h), _) if *h == header => Some("hunt.header"),
+                (_, HunterSource::Header(h)) if *h == header => Some("hunter.header"),
+                _ => None,
+            };
+            if let Some(other) = taken {
+                return Err(field_error(HEADER, format!("must differ from {other}")));
+            }
+            Some(header)
+        }
+    };
+    let leave = match &spec.leave_path {
+        None => None,
+        Some(segment) => {
+            let valid = !segment.is_empty()
+                && segment.len() <= MAX_LEAVE_PATH_LEN
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !valid {
+                return Err(field_error(
+                    "session_end.leave_path",
+                    format!(
+                        "must be one path segment of 1-{MAX_LEAVE_PATH_LEN} characters of \
+                         [A-Za-z0-9-._~] (not `.` or `..`), or null"
+                    ),
+                ));
+            }
+            let segment = segment.to_ascii_lowercase();
+            Some(match hunt {
+                HuntSource::PathPrefix(prefix) => LeavePath {
+                    before: format!("/{}/", prefix.join("/")),
+                    after: format!("/{segment}"),
+                    names_hunt: true,
+                },
+                HuntSource::Header(_) => LeavePath {
+                    before: format!("/{segment}"),
+                    after: String::new(),
+                    names_hunt: false,
+                },
+            })
+        }
+    };
+    Ok(SessionEnd { header, leave })
+}
+
 fn check_max_hunters(field: &str, value: u32) -> Result<(), ConfigError> {
     if value > MAX_HUNTERS_LIMIT {
         return Err(field_error(
@@ -776,9 +1056,11 @@ fn compile_prefix(prefix: &str) -> Result<Vec<String>, ConfigError> {
     Ok(segments)
 }
 
-/// Headers the filter itself reads or writes, which cannot carry a hunt or hunter id.
-const RESERVED_HEADERS: [&str; 4] = [
+/// Headers the filter itself reads or writes, which cannot carry a hunt or hunter id
+/// or end a session.
+const RESERVED_HEADERS: [&str; 5] = [
     crate::request::TICKET_HEADER,
+    crate::request::QUEUE_HEADER,
     crate::request::DECISION_HEADER,
     "cookie",
     "set-cookie",

@@ -5,6 +5,7 @@
 //! This is the state machine only; the adapter dispatches the HTTP calls.
 
 use crate::config::GovernorFeed;
+use crate::lease::FleetEnds;
 use crate::shared_data::SharedData;
 use crate::throttle::{self, ThrottleTable};
 
@@ -50,8 +51,12 @@ pub struct Fetcher {
     in_flight_since: Option<u64>,
     in_flight_timeout_ms: u64,
     in_flight_long_poll: bool,
+    /// The host's token of the call in flight, once dispatched.
+    in_flight_token: Option<u32>,
     next_due_ms: u64,
     etag: Option<String>,
+    /// The `ends` member of the last lease answer published, until taken.
+    fleet_ends: Option<FleetEnds>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
 }
@@ -77,6 +82,7 @@ impl Fetcher {
         let long_poll = feed.leases.is_none() && feed.long_poll_s > 0 && self.etag.is_some();
         if let Some(leases) = &feed.leases {
             self.in_flight_since = Some(now_ms);
+            self.in_flight_token = None;
             self.in_flight_timeout_ms = u64::from(feed.timeout_ms);
             self.in_flight_long_poll = false;
             return Some(FetchRequest {
@@ -112,6 +118,7 @@ impl Fetcher {
             feed.timeout_ms
         };
         self.in_flight_since = Some(now_ms);
+        self.in_flight_token = None;
         self.in_flight_timeout_ms = u64::from(timeout_ms);
         self.in_flight_long_poll = long_poll;
         Some(FetchRequest {
@@ -119,6 +126,19 @@ impl Fetcher {
             body: None,
             timeout_ms,
         })
+    }
+
+    /// The host dispatched the call [`Fetcher::poll`] returned under `token`.
+    pub fn dispatched(&mut self, token: u32) {
+        self.in_flight_token = Some(token);
+    }
+
+    /// Whether the response to the call `token` is the one awaited: `false` for
+    /// the late answer to a call given up as lost (its report and its send time
+    /// are not those of the call in flight, so its leases and its ends must not
+    /// be taken for the newer call's).
+    pub fn is_awaited(&self, token: u32) -> bool {
+        self.in_flight_since.is_some() && self.in_flight_token.is_none_or(|t| t == token)
     }
 
     /// The host refused to dispatch the call (e.g. the cluster does not exist).
@@ -163,12 +183,22 @@ impl Fetcher {
         body: &[u8],
     ) -> FetchResult {
         let sent_ms = self.in_flight_since.take().unwrap_or(now_ms);
+        self.in_flight_token = None;
         let held_etag = self.etag.clone();
-        let result = match status {
-            Some(200) => match ThrottleTable::decode(body) {
+        self.fleet_ends = None;
+        // A lease answer's `ends` are only the fetcher's: every worker's decoding of
+        // the published document skips them.
+        let ends = match (status, &feed.leases) {
+            (Some(200), Some(_)) => FleetEnds::decode_answer(body),
+            _ => Ok(None),
+        };
+        let result = match (status, ends) {
+            (Some(200), Err(e)) => FetchResult::Failed(format!("document refused: {e}")),
+            (Some(200), Ok(ends)) => match ThrottleTable::decode(body) {
                 Ok(table) => match throttle::publish_exchange(shared, body, now_ms, sent_ms) {
                     Ok(()) => {
                         self.etag = etag.map(str::to_string);
+                        self.fleet_ends = ends;
                         FetchResult::Published(table.version)
                     }
                     Err(e) => FetchResult::Failed(format!("cannot publish: {e}")),
@@ -176,7 +206,7 @@ impl Fetcher {
                 Err(e) => FetchResult::Failed(format!("document refused: {e}")),
             },
             // A 304 confirms the document in force only for its own ETag.
-            Some(304)
+            (Some(304), _)
                 if self.etag.is_some() && etag.is_none_or(|e| Some(e) == self.etag.as_deref()) =>
             {
                 match throttle::confirm(shared, now_ms) {
@@ -184,9 +214,11 @@ impl Fetcher {
                     Err(e) => FetchResult::Failed(format!("cannot confirm: {e}")),
                 }
             }
-            Some(304) => FetchResult::Failed("governor answered 304 for another document".into()),
-            Some(status) => FetchResult::Failed(format!("governor answered {status}")),
-            None => FetchResult::Failed("no response".to_string()),
+            (Some(304), _) => {
+                FetchResult::Failed("governor answered 304 for another document".into())
+            }
+            (Some(status), _) => FetchResult::Failed(format!("governor answered {status}")),
+            (None, _) => FetchResult::Failed("no response".to_string()),
         };
         match result {
             FetchResult::Failed(_) => self.fail(feed, now_ms),
@@ -197,5 +229,11 @@ impl Fetcher {
             _ => self.succeed(feed, sent_ms, now_ms, false),
         }
         result
+    }
+
+    /// The `ends` member of the lease answer just published (`None` after any
+    /// other response): the adapter hands it to the worker.
+    pub fn take_fleet_ends(&mut self) -> Option<FleetEnds> {
+        self.fleet_ends.take()
     }
 }

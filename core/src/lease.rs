@@ -5,12 +5,20 @@
 //!
 //! Wire format (`POST governor.leases_path`, JSON):
 //! `{"proxy": ID, "incarnation": PROCESS_ID, "session_ttl_s": N, "hunts": {HUNT:
-//! {"active": N, "rejected": N, "share": N}}}`
-//! (`share` omitted when the proxy holds no live share of that hunt). The
-//! answer is the throttle document plus `"leases": {"lease_ms": N, "hunts":
-//! {HUNT: {"share": N}}}` ([`crate::throttle::LeaseGrant`]).
+//! {"active": N, "rejected": N, "share": N}}, "ends": [[KEY, ENDED_MS], …],
+//! "ends_after": CURSOR}`
+//! (`share` omitted when the proxy holds no live share of that hunt; `ends`, the
+//! sessions this process ended that it has not reported yet, each a hunter key as
+//! 16 hex digits and the end time in ms, at most [`MAX_REPORTED_ENDS`], omitted
+//! when none; `ends_after`, the cursor of the last fleet ends received, omitted
+//! before the first). The answer is the throttle document plus `"leases":
+//! {"lease_ms": N, "hunts": {HUNT: {"share": N}}}`
+//! ([`crate::throttle::LeaseGrant`]) and `"ends": {"cursor": CURSOR, "sessions":
+//! [[KEY, ENDED_MS], …]}`: the ends other proxies reported after `ends_after`
+//! ([`FleetEnds`]), which the fetcher records before it publishes the rest.
 
 use hashbrown::HashMap;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// One hunt's line of a report.
@@ -24,6 +32,191 @@ pub struct HuntReport {
     pub rejected: u32,
     /// The share this process enforces now, if it holds a live one.
     pub share: Option<u32>,
+}
+
+/// Most ends one report carries (the rest go in the next ones).
+pub const MAX_REPORTED_ENDS: usize = 4096;
+/// Most ends one answer may carry.
+pub const MAX_ANSWERED_ENDS: usize = 2_048;
+/// Longest cursor accepted from the governor.
+pub const MAX_CURSOR_LEN: usize = 128;
+
+/// The `ends` member of an exchange's answer: sessions other proxies ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetEnds {
+    /// Where the next report's `ends_after` resumes.
+    pub cursor: String,
+    /// (hunter key, ended at ms), as the ending proxy recorded them.
+    pub sessions: Vec<(u64, u64)>,
+}
+
+/// A hunter key as the wire carries it: 16 lowercase hex digits.
+pub fn key_hex(key: u64) -> String {
+    format!("{key:016x}")
+}
+
+/// A hunter key read back from [`key_hex`]'s form (exactly 16 hex digits).
+pub fn parse_key_hex(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// The members of a lease answer the fetcher reads besides the document.
+#[derive(Deserialize)]
+struct AnswerEnds {
+    #[serde(default)]
+    ends: Option<WireEnds>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEnds {
+    cursor: String,
+    #[serde(default)]
+    sessions: Vec<(String, u64)>,
+}
+
+impl FleetEnds {
+    /// Reads the `ends` member of a lease answer (`None` when it has none); the
+    /// error names the field.
+    pub fn decode_answer(body: &[u8]) -> Result<Option<Self>, String> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let answer: AnswerEnds = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        let Some(ends) = answer.ends else {
+            return Ok(None);
+        };
+        let cursor = ends.cursor;
+        if cursor.is_empty()
+            || cursor.len() > MAX_CURSOR_LEN
+            || !cursor.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "ends.cursor: must be 1-{MAX_CURSOR_LEN} visible ASCII characters"
+            ));
+        }
+        if ends.sessions.len() > MAX_ANSWERED_ENDS {
+            return Err(format!("ends.sessions: at most {MAX_ANSWERED_ENDS}"));
+        }
+        let mut sessions = Vec::with_capacity(ends.sessions.len());
+        for (i, (key, at)) in ends.sessions.iter().enumerate() {
+            let key = parse_key_hex(key)
+                .ok_or_else(|| format!("ends.sessions[{i}]: the key must be 16 hex digits"))?;
+            if at & crate::store::FLEET_END != 0 {
+                return Err(format!("ends.sessions[{i}]: the end must be a time in ms"));
+            }
+            sessions.push((key, *at));
+        }
+        Ok(Some(Self { cursor, sessions }))
+    }
+}
+
+/// The fetcher's bookkeeping of the ends it shares: which of this process's
+/// ends the governor has acknowledged, and the cursor of the fleet ends received.
+///
+/// A scan (of the ended-session lists, when their generations moved) adds to
+/// `pending` every local end not acknowledged at that time or later (an end
+/// another worker writes after a scan, whatever its time stamp, is found by
+/// the next one: its write moves the generations); a report carries the first
+/// [`MAX_REPORTED_ENDS`] of them; an answer with `ends` acknowledges those. An
+/// end may be reported twice (another fetcher worker, a lost answer): the
+/// governor's log and every proxy's lists keep one entry per hunter key.
+/// Both maps are bounded by the lists (ends older than `keep_ms` leave them).
+#[derive(Debug, Default)]
+pub struct EndsTracker {
+    acknowledged: HashMap<u64, u64>,
+    scanned_generations: Vec<u8>,
+    pending: Vec<(u64, u64)>,
+    in_flight: Option<Vec<(u64, u64)>>,
+    /// The cursor of the fleet ends recorded last (the next report's `ends_after`).
+    pub cursor: Option<String>,
+}
+
+impl EndsTracker {
+    /// Whether the lists' `generations` moved since the last scan.
+    pub fn needs_scan(&self, generations: &[u8]) -> bool {
+        self.scanned_generations.is_empty() || self.scanned_generations != generations
+    }
+
+    /// Takes the local ends read at `now_ms` under `generations`; ends older than
+    /// `keep_ms` (their tickets have expired) are no longer worth sharing.
+    pub fn scanned(
+        &mut self,
+        generations: Vec<u8>,
+        local: Vec<(u64, u64)>,
+        now_ms: u64,
+        keep_ms: u64,
+    ) {
+        let live = |at: u64| at.saturating_add(keep_ms) >= now_ms;
+        self.pending.retain(|(_, at)| live(*at));
+        self.acknowledged.retain(|_, at| live(*at));
+        let mut index: HashMap<u64, usize> = self
+            .pending
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i))
+            .collect();
+        for (key, at) in local {
+            let shared = self
+                .acknowledged
+                .get(&key)
+                .is_some_and(|acked| *acked >= at);
+            if shared || !live(at) {
+                continue;
+            }
+            match index.get(&key).and_then(|&i| self.pending.get_mut(i)) {
+                Some(entry) => entry.1 = entry.1.max(at),
+                None => {
+                    index.insert(key, self.pending.len());
+                    self.pending.push((key, at));
+                }
+            }
+        }
+        self.pending.sort_unstable_by_key(|(_, at)| *at);
+        self.scanned_generations = generations;
+    }
+
+    /// The ends the next report carries (the oldest first), now in flight.
+    pub fn report(&mut self) -> EndsReport {
+        let ends: Vec<(u64, u64)> = self
+            .pending
+            .iter()
+            .take(MAX_REPORTED_ENDS)
+            .copied()
+            .collect();
+        self.in_flight = Some(ends.clone());
+        EndsReport {
+            ends,
+            after: self.cursor.clone(),
+        }
+    }
+
+    /// The governor answered the report in flight with its `ends` member: the
+    /// ends it carried are shared.
+    pub fn acknowledged(&mut self) {
+        if let Some(sent) = self.in_flight.take() {
+            for (key, at) in sent {
+                let acked = self.acknowledged.entry(key).or_insert(at);
+                *acked = (*acked).max(at);
+            }
+            let acknowledged = &self.acknowledged;
+            self.pending
+                .retain(|(key, at)| acknowledged.get(key).is_none_or(|acked| acked < at));
+        }
+    }
+
+    /// The report in flight got no answer that acknowledges it: its ends are
+    /// reported again.
+    pub fn unacknowledged(&mut self) {
+        self.in_flight = None;
+    }
+
+    /// Local ends found but not acknowledged yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 /// The rejected-join totals last reported, to report deltas.
@@ -41,6 +234,16 @@ impl DemandTracker {
     }
 }
 
+/// What one report carries besides its hunts: the ends this process recorded and
+/// has not reported yet, and the cursor of the fleet ends it has received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndsReport {
+    /// (hunter key, ended at ms), at most [`MAX_REPORTED_ENDS`].
+    pub ends: Vec<(u64, u64)>,
+    /// The cursor of the last fleet ends recorded.
+    pub after: Option<String>,
+}
+
 /// The report body for `proxy` from the Envoy process `incarnation` (its random
 /// process id: the governor keeps a predecessor's seats apart), whose sessions live
 /// `session_ttl_s` past their last renewal (the governor keeps a silent proxy's seats
@@ -50,6 +253,7 @@ pub fn encode_report(
     incarnation: &str,
     session_ttl_s: u32,
     hunts: &[HuntReport],
+    ends: &EndsReport,
 ) -> Vec<u8> {
     let mut lines = Map::new();
     for line in hunts {
@@ -59,12 +263,24 @@ pub fn encode_report(
         }
         lines.insert(line.hunt.clone(), entry);
     }
-    json!({
+    let mut report = json!({
         "proxy": proxy,
         "incarnation": incarnation,
         "session_ttl_s": session_ttl_s,
         "hunts": Value::Object(lines),
-    })
-    .to_string()
-    .into_bytes()
+    });
+    if let Some(fields) = report.as_object_mut() {
+        if !ends.ends.is_empty() {
+            let listed: Vec<Value> = ends
+                .ends
+                .iter()
+                .map(|(key, at)| json!([key_hex(*key), at]))
+                .collect();
+            fields.insert("ends".to_string(), Value::Array(listed));
+        }
+        if let Some(after) = &ends.after {
+            fields.insert("ends_after".to_string(), json!(after));
+        }
+    }
+    report.to_string().into_bytes()
 }

@@ -7,13 +7,16 @@
 //! - [`ticket`]: HMAC-signed admission tickets;
 //! - [`ticket_cache`]: a worker's cache of verified tickets (the hot path);
 //! - [`store`]: the exact, CAS-based session count in Envoy shared data;
+//! - [`ended`]: a worker's view of the sessions its process ended;
 //! - [`throttle`]: governor ratios, lease shares and the enforced limit;
 //! - [`lease`]: the lease exchange's report to the governor;
 //! - [`engine`]: one worker's request handling and tick;
-//! - [`reply`]: JSON error replies.
+//! - [`waiting_room`]: a full hunt's FIFO queue (places, positions, estimated waits);
+//! - [`reply`]: JSON error replies and the waiting page.
 
 pub mod abi;
 pub mod config;
+pub mod ended;
 pub mod engine;
 pub mod fetcher;
 pub mod hunt_id;
@@ -26,3 +29,4 @@ pub mod store;
 pub mod throttle;
 pub mod ticket;
 pub mod ticket_cache;
+pub mod waiting_room;

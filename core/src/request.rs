@@ -14,6 +14,10 @@ pub const TICKET_HEADER: &str = "x-huntgate-ticket";
 pub const DECISION_HEADER: &str = "x-huntgate-decision";
 /// Prefix of the per-hunt ticket cookie name (`huntgate.<hunt>`).
 pub const COOKIE_PREFIX: &str = "huntgate.";
+/// Header carrying a waiting room's queue ticket, both ways.
+pub const QUEUE_HEADER: &str = "x-huntgate-queue";
+/// Prefix of the per-hunt queue ticket cookie name (`huntgate-queue.<hunt>`).
+pub const QUEUE_COOKIE_PREFIX: &str = "huntgate-queue.";
 /// Longest accepted hunter id, in bytes.
 pub const MAX_HUNTER_ID_LEN: usize = 256;
 /// Tickets checked per request (ticket headers first, then the hunt's cookies).
@@ -64,6 +68,9 @@ pub struct HuntRequest<'a> {
     pub hunter: Hunter<'a>,
     /// The tickets presented (ticket headers first, then the hunt's cookies).
     pub tickets: Tickets<'a>,
+    /// A leave request (`POST` on `session_end.leave_path`): the filter ends the
+    /// presented ticket's session and answers it itself.
+    pub leave: bool,
 }
 
 /// Up to [`MAX_TICKETS`] presented tickets, in the order they are checked.
@@ -135,7 +142,11 @@ pub fn reads_header(config: &Config, name: &[u8]) -> bool {
         HunterSource::Header(header) => name == header.as_bytes(),
         HunterSource::Anonymous => false,
     };
+    let leave = config.session_end.leave.is_some() && (name == b":method" || name == b":path");
+    let queue = config.waiting_room_any && (name == QUEUE_HEADER.as_bytes() || name == b"accept");
     hunt || hunter
+        || leave
+        || queue
         || name == TICKET_HEADER.as_bytes()
         || name == b"cookie"
         || name == DECISION_HEADER.as_bytes()
@@ -182,12 +193,51 @@ pub fn classify<'a, H: HeaderPair>(config: &Config, headers: &'a [H]) -> Classif
         },
     };
     let tickets = find_tickets(headers, &hunt);
+    let leave = is_leave(config, headers, &hunt);
     Classified::Hunt(HuntRequest {
         hunt,
         settings,
         hunter,
         tickets,
+        leave,
     })
+}
+
+/// Whether a request of `hunt` is its leave request: `POST` on exactly the
+/// configured path (query ignored, ASCII case ignored).
+fn is_leave<H: HeaderPair>(config: &Config, headers: &[H], hunt: &str) -> bool {
+    let Some(leave) = &config.session_end.leave else {
+        return false;
+    };
+    if single_header(headers, ":method").ok().flatten() != Some("POST") {
+        return false;
+    }
+    let Some(path) = single_header(headers, ":path").ok().flatten() else {
+        return false;
+    };
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let Some(rest) = strip_prefix_ignore_case(path, &leave.before) else {
+        return false;
+    };
+    if !leave.names_hunt {
+        return rest.is_empty();
+    }
+    let Some(segment) = rest.len().checked_sub(leave.after.len()).and_then(|cut| {
+        let tail = rest.get(cut..)?;
+        tail.eq_ignore_ascii_case(&leave.after)
+            .then(|| rest.get(..cut))
+            .flatten()
+    }) else {
+        return false;
+    };
+    segment.eq_ignore_ascii_case(hunt)
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| value.get(prefix.len()..))
+        .flatten()
 }
 
 /// A header that appears more than once.
@@ -216,20 +266,51 @@ fn is_valid_hunter_id(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The presented queue tickets: every `x-huntgate-queue` header, then every
+/// `huntgate-queue.<hunt>` cookie, at most [`MAX_TICKETS`] in all (read on
+/// the join path only).
+pub fn find_queue_tickets<'a, H: HeaderPair>(headers: &'a [H], hunt: &str) -> Tickets<'a> {
+    presented(headers, hunt, QUEUE_HEADER, QUEUE_COOKIE_PREFIX)
+}
+
+/// Whether the request's `accept` lists `text/html` (a browser navigating):
+/// such a join gets the waiting page instead of the JSON.
+pub fn accepts_html<H: HeaderPair>(headers: &[H]) -> bool {
+    headers
+        .iter()
+        .filter(|header| header.name() == "accept")
+        .flat_map(|header| header.value().split(','))
+        .any(|item| {
+            let media = item.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("text/html")
+        })
+}
+
 /// The presented tickets: every `x-huntgate-ticket` header, then every
 /// `huntgate.<hunt>` cookie, at most [`MAX_TICKETS`] in all.
 fn find_tickets<'a, H: HeaderPair>(headers: &'a [H], hunt: &str) -> Tickets<'a> {
+    presented(headers, hunt, TICKET_HEADER, COOKIE_PREFIX)
+}
+
+/// Every `header` value, then every value of a `<cookie_prefix><hunt>` cookie
+/// (the hunt compared without ASCII case), at most [`MAX_TICKETS`] in all.
+fn presented<'a, H: HeaderPair>(
+    headers: &'a [H],
+    hunt: &str,
+    header: &str,
+    cookie_prefix: &str,
+) -> Tickets<'a> {
     let from_headers = headers
         .iter()
-        .filter(|header| header.name() == TICKET_HEADER)
-        .map(|header| header.value().trim());
+        .filter(move |h| h.name() == header)
+        .map(|h| h.value().trim());
     let from_cookies = headers
         .iter()
-        .filter(|header| header.name() == "cookie")
-        .flat_map(|header| header.value().split(';'))
+        .filter(|h| h.name() == "cookie")
+        .flat_map(|h| h.value().split(';'))
         .filter_map(move |pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            let name_hunt = name.strip_prefix(COOKIE_PREFIX)?;
+            let name_hunt = name.strip_prefix(cookie_prefix)?;
             name_hunt.eq_ignore_ascii_case(hunt).then_some(value)
         });
     Tickets::from_values(from_headers.chain(from_cookies))

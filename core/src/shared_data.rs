@@ -23,6 +23,8 @@ pub enum StoreError {
     Contention(String),
     /// The hunt's slot was given to another hunt (this worker's registry view is stale).
     SlotMoved(String),
+    /// A bounded structure in shared data is full (the message says which).
+    Full(String),
     /// `seats` counted in slot `slot` (owner tag `tag`) hold no session any more (a join
     /// whose record could not be written, records the sweeper removed) and giving them
     /// back failed too (`cause`): the caller must give them back later
@@ -46,6 +48,7 @@ impl fmt::Display for StoreError {
             StoreError::MissingKey(key) => write!(f, "shared data key `{key}` is missing"),
             StoreError::Contention(key) => write!(f, "too much contention on `{key}`"),
             StoreError::SlotMoved(key) => write!(f, "`{key}` now belongs to another hunt"),
+            StoreError::Full(what) => write!(f, "{what} is full"),
             StoreError::Unreleased {
                 slot, seats, cause, ..
             } => write!(

@@ -13,13 +13,35 @@
 //! - `shard/<slot>/<k>`: owner tag u64, then 12-byte records (hunter key u64,
 //!   expiry second u32), [`SHARDS`] per slot;
 //! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper,
-//!   the fetcher, the registrar).
+//!   the fetcher, the registrar);
+//! - `ended/<k>`: the sessions ended (upstream header, leave request) whose
+//!   tickets may still verify, by this process or, learnt from the lease
+//!   exchange, by another proxy of the fleet: 16-byte entries (hunter key u64,
+//!   ended at ms u64 whose top bit, [`FLEET_END`], marks an end learnt from the
+//!   fleet), [`ENDED_SHARDS`] lists (a key's list is `key %
+//!   ENDED_SHARDS`), at most [`MAX_ENDED_PER_SHARD`] each; `ended_gen`: one u32
+//!   generation per list, bumped after each change; `ended_signal`: an empty value
+//!   rewritten after every change, whose CAS token is all the hot path reads (an
+//!   empty value costs the host no copy into the VM).
+//! - `queue/<slot>`: the slot's waiting room ([`crate::waiting_room::Queue`]):
+//!   owner tag u64, next seq u64, rate window start ms u64, admitted from the
+//!   queue in the window u32, then 32-byte places in arrival order (seq u64
+//!   whose top bit marks a hunter told to wait, hunter key u64, taken at ms
+//!   u64, last try ms u64), at most `max_queue`; `queue_layout`: u32, how many
+//!   slots have their queue key created. Only joins of hunts with a waiting
+//!   room and the sweeper read it; a reassignment resets it under the new tag.
 //!
 //! Protocol: a join first reserves in `count` (checked against the limit), then
 //! inserts its record; if the record was already there it releases the reservation.
 //! The sweeper removes expired records first, then decrements `count`. So `count`
 //! is never below the number of records, and only transiently above it: the limit
 //! can never be exceeded by concurrent joins on different workers.
+//!
+//! Ending a session: record the end in `ended/<k>` (every ticket of that hunter
+//! issued at or before the end is refused from then on), bump `ended_gen`, then
+//! remove the record and give its seat back. A failure at any step leaves the
+//! seat counted: an ended ticket may be refused while its seat is still
+//! counted, never pass while it is free.
 //!
 //! Slots are reused: once every slot is taken, a new hunt may take the slot of a
 //! hunt with no session left (or, for a hunt the configuration or the governor
@@ -34,6 +56,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::shared_data::{SetOutcome, SharedData, StoreError};
+use crate::waiting_room::Queue;
 
 /// Shards per hunt: bounds the bytes copied per join to about `12 × active / SHARDS`.
 pub const SHARDS: u32 = 16;
@@ -54,6 +77,30 @@ const LAYOUT_KEY: &str = "huntgate/v1/layout";
 const REGISTRY_KEY: &str = "huntgate/v1/registry";
 const REGISTRY_GEN_KEY: &str = "huntgate/v1/registry_gen";
 const PROCESS_ID_KEY: &str = "huntgate/v1/process_id";
+const ENDED_GEN_KEY: &str = "huntgate/v1/ended_gen";
+const ENDED_SIGNAL_KEY: &str = "huntgate/v1/ended_signal";
+const QUEUE_LAYOUT_KEY: &str = "huntgate/v1/queue_layout";
+
+fn queue_key(slot: u32) -> String {
+    format!("huntgate/v1/queue/{slot}")
+}
+
+/// Lists of ended sessions (see the module documentation).
+pub const ENDED_SHARDS: u32 = 16;
+/// Ended sessions one list holds at once: an entry stays until every ticket it
+/// revokes has expired (`session_ttl_s` + 2 s), so a process remembers up to
+/// `ENDED_SHARDS × MAX_ENDED_PER_SHARD` (32,768) ends per TTL window.
+pub const MAX_ENDED_PER_SHARD: usize = 2048;
+/// Bytes of one ended-session entry.
+const ENDED_BYTES: usize = 16;
+/// The top bit of an entry's end time: set on an end another proxy recorded
+/// (learnt from the lease exchange), clear on one this process recorded (which
+/// it reports to the governor).
+pub const FLEET_END: u64 = 1 << 63;
+
+fn ended_key(shard: u32) -> String {
+    format!("huntgate/v1/ended/{shard}")
+}
 
 fn count_key(slot: u32) -> String {
     format!("huntgate/v1/count/{slot}")
@@ -121,6 +168,13 @@ fn create_if_absent<S: SharedData>(
 /// Creates the keys of slots `0..slots` (and the registry) if absent. Run at configure
 /// time, before traffic, because Envoy does not check CAS when a key is first written.
 pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), StoreError> {
+    // Created whatever the layout says, for a process whose layout predates them.
+    create_if_absent(shared, ENDED_GEN_KEY, &[0u8; ENDED_SHARDS as usize * 4])?;
+    create_if_absent(shared, ENDED_SIGNAL_KEY, b"")?;
+    for shard in 0..ENDED_SHARDS {
+        create_if_absent(shared, &ended_key(shard), b"")?;
+    }
+    prepare_queues(shared, slots)?;
     let prepared = shared
         .get(LAYOUT_KEY)?
         .map(|(v, _)| read_u32_at(&v, 0))
@@ -148,6 +202,49 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
         Ok((now < slots).then(|| slots.to_le_bytes().to_vec()))
     })?;
     Ok(())
+}
+
+/// Creates the waiting-room keys of slots `0..slots` if absent (kept apart from
+/// `layout`, for a process whose layout predates them).
+fn prepare_queues<S: SharedData>(shared: &S, slots: u32) -> Result<(), StoreError> {
+    let prepared = shared
+        .get(QUEUE_LAYOUT_KEY)?
+        .map(|(v, _)| read_u32_at(&v, 0))
+        .unwrap_or(0);
+    if prepared >= slots {
+        return Ok(());
+    }
+    create_if_absent(shared, QUEUE_LAYOUT_KEY, &0u32.to_le_bytes())?;
+    for slot in prepared..slots {
+        create_if_absent(shared, &queue_key(slot), b"")?;
+    }
+    cas_update(shared, QUEUE_LAYOUT_KEY, |current| {
+        let now = current.map(|v| read_u32_at(v, 0)).unwrap_or(0);
+        Ok((now < slots).then(|| slots.to_le_bytes().to_vec()))
+    })?;
+    Ok(())
+}
+
+/// Read-modify-write of `slot`'s waiting room with CAS: `update` gets the queue
+/// (empty if the value belongs to another owner) and returns its result and
+/// whether to write the queue back. It may run more than once (CAS retries).
+/// Fails with [`StoreError::SlotMoved`] when the queue belongs to another hunt
+/// (a reassignment resets it under the new owner's tag).
+pub fn update_queue<S, T, F>(shared: &S, slot: SlotRef, mut update: F) -> Result<T, StoreError>
+where
+    S: SharedData,
+    F: FnMut(&mut Queue) -> (T, bool),
+{
+    let mut result = None;
+    let key = queue_key(slot.slot);
+    cas_update(shared, &key, |current| {
+        let mut queue =
+            Queue::decode(current.unwrap_or_default(), slot.tag).ok_or_else(|| moved(&key))?;
+        let (value, write) = update(&mut queue);
+        result = Some(value);
+        Ok(write.then(|| queue.encode()))
+    })?;
+    result.ok_or(StoreError::MissingKey(key))
 }
 
 /// Read-modify-write with CAS. `update` returns `Ok(None)` to leave the value as it is.
@@ -307,6 +404,14 @@ impl RegistryCache {
         })
     }
 
+    /// `hunt`'s slot as this worker last saw the registry (no registration, no read).
+    pub fn lookup(&self, hunt: &str) -> Option<SlotRef> {
+        self.slots.get(hunt).map(|slot| SlotRef {
+            slot: *slot,
+            tag: hunt_tag(hunt),
+        })
+    }
+
     /// Drops what this worker knows of `hunt`'s slot (it moved to another hunt).
     pub fn forget(&mut self, hunt: &str) {
         self.slots.remove(hunt);
@@ -454,6 +559,8 @@ impl RegistryCache {
             for shard in 0..SHARDS {
                 shared.set(&shard_key(victim.slot, shard), &tag.to_le_bytes(), 0)?;
             }
+            // The old hunt's queue goes with its seats: its updates fail from here.
+            shared.set(&queue_key(victim.slot), &Queue::empty(tag).encode(), 0)?;
             self.rename(shared, victim.slot, hunt)?;
             self.slots.insert(hunt.to_string(), victim.slot);
             return Ok(SlotLookup::Slot(SlotRef {
@@ -750,9 +857,12 @@ fn release<S: SharedData>(
 pub fn add_rejected<S: SharedData>(shared: &S, slot: SlotRef, n: u32) -> Result<(), StoreError> {
     cas_update(shared, &count_key(slot.slot), |current| {
         let count = Count::decode(current.unwrap_or_default());
-        Ok((count.tag == slot.tag).then(|| {
+        // A slot not admitted into yet still carries tag 0: its first rejects claim it,
+        // as a first admission would (found by the shared_data_records fuzz target).
+        Ok(count.owned_by(slot.tag).then(|| {
             Count {
                 rejected: count.rejected.wrapping_add(n),
+                tag: slot.tag,
                 ..count
             }
             .encode()
@@ -911,4 +1021,282 @@ pub fn release_lease<S: SharedData>(shared: &S, name: &str, owner: u64) -> Resul
 /// Bytes of shared data a slot uses for `active` hunters (records, shard tags, count).
 pub fn slot_bytes(active: u32) -> usize {
     active as usize * RECORD_BYTES + SHARDS as usize * SHARD_TAG_BYTES + COUNT_BYTES
+}
+
+/// The list of ended sessions that `key`'s entry belongs to.
+pub fn ended_shard_of(key: u64) -> u32 {
+    (key % u64::from(ENDED_SHARDS)) as u32
+}
+
+/// The CAS token of the ended-session signal: it changes after every change of
+/// the lists (the hot path's one read; the value is empty).
+pub fn ended_signal<S: SharedData>(shared: &S) -> Result<u32, StoreError> {
+    match shared.get(ENDED_SIGNAL_KEY)? {
+        Some((_, cas)) => Ok(cas),
+        None => Err(StoreError::MissingKey(ENDED_SIGNAL_KEY.to_string())),
+    }
+}
+
+/// The generations of the ended-session lists, as stored (one u32 per list),
+/// read when [`ended_signal`] changed. Read one with [`ended_generation`].
+pub fn ended_generations<S: SharedData>(shared: &S) -> Result<Vec<u8>, StoreError> {
+    match shared.get(ENDED_GEN_KEY)? {
+        Some((value, _)) => Ok(value),
+        None => Err(StoreError::MissingKey(ENDED_GEN_KEY.to_string())),
+    }
+}
+
+/// The generation of list `shard` in [`ended_generations`]'s value (0 when absent).
+pub fn ended_generation(generations: &[u8], shard: u32) -> u32 {
+    read_u32_at(generations, shard as usize * 4)
+}
+
+/// An ended-session list's entries as stored: (hunter key, end time with its
+/// [`FLEET_END`] bit).
+fn raw_ended_entries(value: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    value
+        .chunks_exact(ENDED_BYTES)
+        .map(|entry| (read_u64_at(entry, 0), read_u64_at(entry, 8)))
+}
+
+fn ended_entries(value: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    raw_ended_entries(value).map(|(key, at)| (key, at & !FLEET_END))
+}
+
+fn push_ended(out: &mut Vec<u8>, key: u64, raw_at: u64) {
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&raw_at.to_le_bytes());
+}
+
+/// The entries (hunter key, ended at ms) of ended-session list `shard`, wherever
+/// the end was recorded.
+pub fn ended_sessions<S: SharedData>(
+    shared: &S,
+    shard: u32,
+) -> Result<Vec<(u64, u64)>, StoreError> {
+    let key = ended_key(shard);
+    match shared.get(&key)? {
+        Some((value, _)) => Ok(ended_entries(&value).collect()),
+        None => Err(StoreError::MissingKey(key)),
+    }
+}
+
+/// The ends this process recorded itself (not learnt from the fleet), every
+/// list, as (hunter key, ended at ms): what the lease report shares.
+pub fn local_ends<S: SharedData>(shared: &S) -> Result<Vec<(u64, u64)>, StoreError> {
+    let mut ends = Vec::new();
+    for shard in 0..ENDED_SHARDS {
+        let key = ended_key(shard);
+        match shared.get(&key)? {
+            Some((value, _)) => {
+                ends.extend(raw_ended_entries(&value).filter(|(_, at)| at & FLEET_END == 0))
+            }
+            None => return Err(StoreError::MissingKey(key)),
+        }
+    }
+    Ok(ends)
+}
+
+/// Bumps the generation of every list in `shards`, then rewrites the signal.
+fn ended_lists_changed<S: SharedData>(shared: &S, shards: &[u32]) -> Result<(), StoreError> {
+    cas_update(shared, ENDED_GEN_KEY, |current| {
+        let mut next = current.unwrap_or_default().to_vec();
+        next.resize(next.len().max(ENDED_SHARDS as usize * 4), 0);
+        for &shard in shards {
+            let at = shard as usize * 4;
+            let generation = read_u32_at(&next, at).wrapping_add(1);
+            if let Some(field) = next.get_mut(at..at + 4) {
+                field.copy_from_slice(&generation.to_le_bytes());
+            }
+        }
+        Ok(Some(next))
+    })?;
+    shared.set(ENDED_SIGNAL_KEY, b"", 0)?;
+    Ok(())
+}
+
+/// How far past this process's clock a learnt end may lie: a later one (another
+/// proxy's clock ahead) is recorded as ending this long from now, so it is
+/// dropped in time like any other.
+pub const MAX_FLEET_END_AHEAD_MS: u64 = 5_000;
+
+/// What [`record_fleet_ends`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetEndsRecorded {
+    /// Ends recorded (new, or later than the one remembered).
+    pub recorded: usize,
+    /// Ends left out because their list holds [`MAX_ENDED_PER_SHARD`] live ends.
+    pub full: usize,
+}
+
+/// Records ends other proxies recorded (hunter key, ended at ms; from the lease
+/// exchange) so that every worker refuses their tickets as it refuses this
+/// process's own ended ones. An end already remembered at the same or a later
+/// time, or older than `keep_ms` (its tickets have expired), is skipped; one
+/// dated more than [`MAX_FLEET_END_AHEAD_MS`] ahead is moved back to that;
+/// entries older than `keep_ms` are dropped meanwhile. One compare-and-swap per
+/// list touched, then one generation bump for the lists changed (also when a
+/// later list fails: the next answer's repeat then finds them recorded).
+pub fn record_fleet_ends<S: SharedData>(
+    shared: &S,
+    ends: &[(u64, u64)],
+    now_ms: u64,
+    keep_ms: u64,
+) -> Result<FleetEndsRecorded, StoreError> {
+    let mut outcome = FleetEndsRecorded::default();
+    let mut changed = Vec::new();
+    for shard in 0..ENDED_SHARDS {
+        let latest = now_ms.saturating_add(MAX_FLEET_END_AHEAD_MS);
+        let mine: Vec<(u64, u64)> = ends
+            .iter()
+            .filter(|(key, at)| {
+                ended_shard_of(*key) == shard
+                    && at & FLEET_END == 0
+                    && at.saturating_add(keep_ms) >= now_ms
+            })
+            .map(|&(key, at)| (key, at.min(latest)))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let list = ended_key(shard);
+        let mut counts = FleetEndsRecorded::default();
+        let written = cas_update(shared, &list, |current| {
+            counts = FleetEndsRecorded::default();
+            let mut live: Vec<(u64, u64)> = raw_ended_entries(current.unwrap_or_default())
+                .filter(|(_, at)| (at & !FLEET_END).saturating_add(keep_ms) >= now_ms)
+                .collect();
+            let mut index: hashbrown::HashMap<u64, usize> =
+                live.iter().enumerate().map(|(i, (k, _))| (*k, i)).collect();
+            for &(key, at) in &mine {
+                let full = live.len() >= MAX_ENDED_PER_SHARD;
+                match index.get(&key).and_then(|&i| live.get_mut(i)) {
+                    Some(entry) if entry.1 & !FLEET_END >= at => {}
+                    Some(entry) => {
+                        entry.1 = at | FLEET_END;
+                        counts.recorded += 1;
+                    }
+                    None if full => counts.full += 1,
+                    None => {
+                        index.insert(key, live.len());
+                        live.push((key, at | FLEET_END));
+                        counts.recorded += 1;
+                    }
+                }
+            }
+            if counts.recorded == 0 {
+                return Ok(None);
+            }
+            let mut next = Vec::with_capacity(live.len() * ENDED_BYTES);
+            for (key, raw_at) in live {
+                push_ended(&mut next, key, raw_at);
+            }
+            Ok(Some(next))
+        });
+        if let Err(e) = written {
+            if !changed.is_empty() {
+                ended_lists_changed(shared, &changed)?;
+            }
+            return Err(e);
+        }
+        outcome.recorded += counts.recorded;
+        outcome.full += counts.full;
+        if counts.recorded > 0 {
+            changed.push(shard);
+        }
+    }
+    if !changed.is_empty() {
+        ended_lists_changed(shared, &changed)?;
+    }
+    Ok(outcome)
+}
+
+/// What [`end_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionEnded {
+    /// A record was removed and its seat given back (false: this process held
+    /// no record of the session, e.g. one whose ticket another proxy issued).
+    pub freed: bool,
+}
+
+/// Ends `key`'s session at `now_ms`: records the end (entries older than `keep_ms`
+/// are dropped meanwhile), then removes its record from `slot` (if the hunt has
+/// one) and gives its seat back. Fails with [`StoreError::Full`] when the end
+/// cannot be recorded; the session then stays (and expires as usual).
+pub fn end_session<S: SharedData>(
+    shared: &S,
+    slot: Option<SlotRef>,
+    key: u64,
+    now_ms: u64,
+    keep_ms: u64,
+) -> Result<SessionEnded, StoreError> {
+    let shard = ended_shard_of(key);
+    let list = ended_key(shard);
+    cas_update(shared, &list, |current| {
+        let mut next = Vec::with_capacity(current.map_or(0, <[u8]>::len) + ENDED_BYTES);
+        let mut ended_ms = now_ms;
+        let mut kept: Vec<(u64, u64)> = Vec::new();
+        for (entry_key, raw_at) in raw_ended_entries(current.unwrap_or_default()) {
+            let at = raw_at & !FLEET_END;
+            if entry_key == key {
+                ended_ms = ended_ms.max(at);
+            } else if at.saturating_add(keep_ms) >= now_ms {
+                kept.push((entry_key, raw_at));
+            }
+        }
+        if kept.len() >= MAX_ENDED_PER_SHARD {
+            // A full list makes room for this process's own end by forgetting
+            // the oldest end learnt from the fleet, never one of its own.
+            let oldest_learnt = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, raw_at))| raw_at & FLEET_END != 0)
+                .min_by_key(|(_, (_, raw_at))| raw_at & !FLEET_END)
+                .map(|(i, _)| i);
+            match oldest_learnt {
+                Some(i) => {
+                    kept.swap_remove(i);
+                }
+                None => return Err(StoreError::Full(format!("the ended-session list `{list}`"))),
+            }
+        }
+        for (entry_key, raw_at) in kept {
+            push_ended(&mut next, entry_key, raw_at);
+        }
+        // Recorded here: a local end (reported to the governor with leases).
+        push_ended(&mut next, key, ended_ms);
+        Ok(Some(next))
+    })?;
+    ended_lists_changed(shared, &[shard])?;
+    let Some(slot) = slot else {
+        return Ok(SessionEnded { freed: false });
+    };
+    let shard_key = shard_key(slot.slot, (key % u64::from(SHARDS)) as u32);
+    let mut removed = false;
+    let owned = cas_update(shared, &shard_key, |current| {
+        let value = current.unwrap_or_default();
+        removed = false;
+        let Some(records) = shard_records(value, slot.tag) else {
+            return Err(moved(&shard_key));
+        };
+        let Some(at) = find_record(records, key) else {
+            return Ok(None);
+        };
+        removed = true;
+        let mut next = Vec::with_capacity(value.len());
+        next.extend_from_slice(&slot.tag.to_le_bytes());
+        next.extend_from_slice(records.get(..at).unwrap_or_default());
+        next.extend_from_slice(records.get(at + RECORD_BYTES..).unwrap_or_default());
+        Ok(Some(next))
+    });
+    match owned {
+        Ok(_) => {}
+        // The slot went to another hunt: nothing of this one is left to free.
+        Err(StoreError::SlotMoved(_)) => return Ok(SessionEnded { freed: false }),
+        Err(e) => return Err(e),
+    }
+    if removed {
+        release(shared, slot, 1, None).map_err(|e| unreleased(slot, 1, &e))?;
+    }
+    Ok(SessionEnded { freed: removed })
 }

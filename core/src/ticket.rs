@@ -1,7 +1,16 @@
-//! Admission tickets: `1.<b64 hunt>.<b64 hunter>.<expires_s>.<b64 mac>`, where the
-//! MAC is HMAC-SHA256 (first 16 bytes) over everything before the last `.`.
+//! Admission tickets: `2.<b64 hunt>.<b64 hunter>.<expires_s>.<issued_ms>.<b64 mac>`,
+//! where the MAC is HMAC-SHA256 (first 16 bytes) over everything before the last
+//! `.`. `issued_ms` (unix ms) lets a session end revoke every ticket issued for
+//! the session up to the end and none issued after (a re-join). Version 1
+//! tickets (`1.<hunt>.<hunter>.<expires_s>.<mac>`, no issue time) still verify,
+//! as issued at time 0: any end of the hunter's session revokes them.
 //!
 //! A list of secrets allows rotation: the first signs, every one verifies.
+//!
+//! Queue tickets (the waiting room's) are `q1.<b64 hunt>.<b64 hunter>.<seq>.<issued_ms>.<b64 mac>`
+//! under the same keys: `seq` is the hunter's arrival order in the hunt's queue,
+//! `issued_ms` when the place was taken. The version is under the MAC, so a
+//! queue ticket never verifies as a session ticket nor the other way round.
 
 use std::fmt;
 
@@ -12,8 +21,12 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Ticket format version, the first field.
-const VERSION: &str = "1";
+/// Ticket format version written by [`TicketKeys::issue_at`].
+const VERSION: &str = "2";
+/// The earlier format, without an issue time ([`TicketKeys::issue`]).
+const VERSION_1: &str = "1";
+/// Queue ticket format version ([`TicketKeys::issue_queue`]).
+const QUEUE_VERSION: &str = "q1";
 /// Bytes of the HMAC kept in a ticket.
 const MAC_BYTES: usize = 16;
 /// Longest ticket accepted for parsing.
@@ -40,6 +53,17 @@ pub struct TicketClaims {
     pub expires_s: u32,
 }
 
+/// What a valid queue ticket says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueClaims {
+    /// The hunter the place belongs to.
+    pub hunter: String,
+    /// The arrival order of the place in the hunt's queue.
+    pub seq: u64,
+    /// When the place was taken (unix ms).
+    pub issued_ms: u64,
+}
+
 /// Why a ticket counts as no ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketError {
@@ -53,6 +77,8 @@ pub enum TicketError {
     BadSignature,
     /// Past its expiry, or claiming an expiry beyond the session TTL.
     Expired,
+    /// Issued for a session that has ended (by the upstream or a leave request).
+    Ended,
 }
 
 impl TicketKeys {
@@ -68,13 +94,110 @@ impl TicketKeys {
         Ok(Self { macs })
     }
 
-    /// Issues a ticket for `hunter` in `hunt`, valid until unix second `expires_s`.
+    /// Issues a version-1 ticket (no issue time) for `hunter` in `hunt`, valid
+    /// until unix second `expires_s`. The filter issues [`TicketKeys::issue_at`]
+    /// tickets; these verify as issued at time 0.
     pub fn issue(&self, hunt: &str, hunter: &str, expires_s: u32) -> String {
-        let mut ticket = format!(
-            "{VERSION}.{}.{}.{expires_s}",
+        let ticket = format!(
+            "{VERSION_1}.{}.{}.{expires_s}",
             URL_SAFE_NO_PAD.encode(hunt),
             URL_SAFE_NO_PAD.encode(hunter)
         );
+        self.sign(ticket)
+    }
+
+    /// Issues a ticket for `hunter` in `hunt` at unix ms `issued_ms`, valid until
+    /// unix second `expires_s`.
+    pub fn issue_at(&self, hunt: &str, hunter: &str, expires_s: u32, issued_ms: u64) -> String {
+        let ticket = format!(
+            "{VERSION}.{}.{}.{expires_s}.{issued_ms}",
+            URL_SAFE_NO_PAD.encode(hunt),
+            URL_SAFE_NO_PAD.encode(hunter)
+        );
+        self.sign(ticket)
+    }
+
+    /// Issues a queue ticket: `hunter`'s place `seq` in `hunt`'s queue, taken at
+    /// unix ms `issued_ms`.
+    pub fn issue_queue(&self, hunt: &str, hunter: &str, seq: u64, issued_ms: u64) -> String {
+        let ticket = format!(
+            "{QUEUE_VERSION}.{}.{}.{seq}.{issued_ms}",
+            URL_SAFE_NO_PAD.encode(hunt),
+            URL_SAFE_NO_PAD.encode(hunter)
+        );
+        self.sign(ticket)
+    }
+
+    /// Verifies a queue ticket for `hunt` at `now_ms`: refused once `ttl_s` have
+    /// passed since it was issued (or when it claims to be issued more than
+    /// `ttl_s` ahead of now).
+    pub fn verify_queue(
+        &self,
+        ticket: &str,
+        hunt: &str,
+        now_ms: u64,
+        ttl_s: u32,
+    ) -> Result<QueueClaims, TicketError> {
+        if ticket.len() > MAX_TICKET_LEN {
+            return Err(TicketError::Malformed);
+        }
+        let (body, mac_b64) = ticket.rsplit_once('.').ok_or(TicketError::Malformed)?;
+        let mut fields = body.split('.');
+        let (Some(QUEUE_VERSION), Some(hunt_b64), Some(hunter_b64), Some(seq), Some(issued), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(TicketError::Malformed);
+        };
+        self.check_mac(body, mac_b64)?;
+        let ticket_hunt = URL_SAFE_NO_PAD
+            .decode(hunt_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if ticket_hunt != hunt.as_bytes() {
+            return Err(TicketError::OtherHunt);
+        }
+        let seq: u64 = seq.parse().map_err(|_| TicketError::Malformed)?;
+        let issued_ms: u64 = issued.parse().map_err(|_| TicketError::Malformed)?;
+        let ttl_ms = u64::from(ttl_s) * 1000;
+        if issued_ms.saturating_add(ttl_ms) <= now_ms || issued_ms > now_ms.saturating_add(ttl_ms) {
+            return Err(TicketError::Expired);
+        }
+        let hunter = URL_SAFE_NO_PAD
+            .decode(hunter_b64)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .ok_or(TicketError::Malformed)?;
+        Ok(QueueClaims {
+            hunter,
+            seq,
+            issued_ms,
+        })
+    }
+
+    fn check_mac(&self, body: &str, mac_b64: &str) -> Result<(), TicketError> {
+        let tag = URL_SAFE_NO_PAD
+            .decode(mac_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if tag.len() != MAC_BYTES {
+            return Err(TicketError::Malformed);
+        }
+        let verified = self.macs.iter().any(|key| {
+            let mut mac = key.clone();
+            mac.update(body.as_bytes());
+            mac.verify_truncated_left(&tag).is_ok()
+        });
+        if verified {
+            Ok(())
+        } else {
+            Err(TicketError::BadSignature)
+        }
+    }
+
+    fn sign(&self, mut ticket: String) -> String {
         if let Some(signer) = self.macs.first() {
             let mut mac = signer.clone();
             mac.update(ticket.as_bytes());
@@ -94,37 +217,35 @@ impl TicketKeys {
         now_ms: u64,
         ttl_s: u32,
     ) -> Result<TicketClaims, TicketError> {
+        self.verify_issued(ticket, hunt, now_ms, ttl_s)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`TicketKeys::verify`], also returning when the ticket was issued (unix ms;
+    /// 0 for a version-1 ticket).
+    pub fn verify_issued(
+        &self,
+        ticket: &str,
+        hunt: &str,
+        now_ms: u64,
+        ttl_s: u32,
+    ) -> Result<(TicketClaims, u64), TicketError> {
         if ticket.len() > MAX_TICKET_LEN {
             return Err(TicketError::Malformed);
         }
         let (body, mac_b64) = ticket.rsplit_once('.').ok_or(TicketError::Malformed)?;
         let mut fields = body.split('.');
-        let (Some(version), Some(hunt_b64), Some(hunter_b64), Some(exp), None) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
+        let (Some(version), Some(hunt_b64), Some(hunter_b64), Some(exp)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
             return Err(TicketError::Malformed);
         };
-        if version != VERSION {
-            return Err(TicketError::Malformed);
-        }
-        let tag = URL_SAFE_NO_PAD
-            .decode(mac_b64)
-            .map_err(|_| TicketError::Malformed)?;
-        if tag.len() != MAC_BYTES {
-            return Err(TicketError::Malformed);
-        }
-        let verified = self.macs.iter().any(|key| {
-            let mut mac = key.clone();
-            mac.update(body.as_bytes());
-            mac.verify_truncated_left(&tag).is_ok()
-        });
-        if !verified {
-            return Err(TicketError::BadSignature);
-        }
+        let issued = match (version, fields.next(), fields.next()) {
+            (VERSION_1, None, _) => None,
+            (VERSION, Some(issued), None) => Some(issued),
+            _ => return Err(TicketError::Malformed),
+        };
+        self.check_mac(body, mac_b64)?;
         let ticket_hunt = URL_SAFE_NO_PAD
             .decode(hunt_b64)
             .map_err(|_| TicketError::Malformed)?;
@@ -132,13 +253,17 @@ impl TicketKeys {
             return Err(TicketError::OtherHunt);
         }
         let expires_s: u32 = exp.parse().map_err(|_| TicketError::Malformed)?;
+        let issued_ms: u64 = match issued {
+            Some(issued) => issued.parse().map_err(|_| TicketError::Malformed)?,
+            None => 0,
+        };
         check_expiry(expires_s, now_ms, ttl_s)?;
         let hunter = URL_SAFE_NO_PAD
             .decode(hunter_b64)
             .ok()
             .and_then(|raw| String::from_utf8(raw).ok())
             .ok_or(TicketError::Malformed)?;
-        Ok(TicketClaims { hunter, expires_s })
+        Ok((TicketClaims { hunter, expires_s }, issued_ms))
     }
 }
 

@@ -1,12 +1,14 @@
 //! A per-worker cache of tickets whose MAC was verified, so a hunter's repeated
 //! requests skip the HMAC and base64 decoding (the hot path's largest cost).
 //!
-//! Only what the MAC proves is cached (hunt and hunter); expiry is checked on
-//! every request. A worker's cache lives as long as its configuration (a new
+//! Only what the MAC proves is cached (hunt, hunter, issue time, and the
+//! hunter's store key, so the hot path hashes nothing); expiry is checked on
+//! every request, and whether the session has ended by the engine. A worker's cache lives as long as its configuration (a new
 //! configuration, e.g. a rotated secret, starts with an empty cache).
 
 use hashbrown::HashMap;
 
+use crate::store::hunter_key;
 use crate::ticket::{check_expiry, TicketClaims, TicketError, TicketKeys};
 
 /// Entries kept before the cache is emptied (bounds memory to a few MB per worker).
@@ -17,6 +19,19 @@ pub const MAX_ENTRIES: usize = 16_384;
 struct Verified {
     hunt: String,
     claims: TicketClaims,
+    issued_ms: u64,
+    key: u64,
+}
+
+/// A verified ticket, as [`TicketCache::verify_session`] returns it.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedTicket<'a> {
+    /// What the ticket says.
+    pub claims: &'a TicketClaims,
+    /// When it was issued (unix ms; 0 for a version-1 ticket).
+    pub issued_ms: u64,
+    /// The hunter's store key in the hunt ([`crate::store::hunter_key`]).
+    pub key: u64,
 }
 
 /// Verified tickets of one worker.
@@ -35,8 +50,21 @@ impl TicketCache {
         now_ms: u64,
         ttl_s: u32,
     ) -> Result<&TicketClaims, TicketError> {
+        self.verify_session(keys, ticket, hunt, now_ms, ttl_s)
+            .map(|verified| verified.claims)
+    }
+
+    /// [`TicketCache::verify`], with the ticket's issue time and the hunter's store key.
+    pub fn verify_session(
+        &mut self,
+        keys: &TicketKeys,
+        ticket: &str,
+        hunt: &str,
+        now_ms: u64,
+        ttl_s: u32,
+    ) -> Result<VerifiedTicket<'_>, TicketError> {
         if !self.verified.contains_key(ticket) {
-            let claims = keys.verify(ticket, hunt, now_ms, ttl_s)?;
+            let (claims, issued_ms) = keys.verify_issued(ticket, hunt, now_ms, ttl_s)?;
             if self.verified.len() >= MAX_ENTRIES {
                 self.verified.clear();
             }
@@ -44,7 +72,9 @@ impl TicketCache {
                 ticket.to_string(),
                 Verified {
                     hunt: hunt.to_string(),
+                    key: hunter_key(hunt, &claims.hunter),
                     claims,
+                    issued_ms,
                 },
             );
         }
@@ -53,7 +83,11 @@ impl TicketCache {
             return Err(TicketError::OtherHunt);
         }
         check_expiry(entry.claims.expires_s, now_ms, ttl_s)?;
-        Ok(&entry.claims)
+        Ok(VerifiedTicket {
+            claims: &entry.claims,
+            issued_ms: entry.issued_ms,
+            key: entry.key,
+        })
     }
 
     /// Cached tickets.

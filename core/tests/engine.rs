@@ -10,50 +10,25 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use huntgate_core::config::Config;
-use huntgate_core::engine::{decision, Effects, Event, Worker};
-use huntgate_core::shared_data::MemorySharedData;
+use huntgate_core::engine::{decision, Effects, Event};
 use huntgate_core::throttle::publish;
 use huntgate_core::ticket::TicketError;
 
-const NOW: u64 = 1_800_000_000_000;
-
-struct Proxy {
-    config: Config,
-    shared: MemorySharedData,
-    workers: Vec<Worker>,
-    minted: u32,
-}
+#[path = "support/proxy.rs"]
+mod proxy;
+use proxy::{headers, ticket_of, Proxy, NOW};
 
 impl Proxy {
+    /// A proxy with a 10 s session TTL and `extra` in its configuration.
     fn new(extra: &str) -> Self {
-        let config = Config::from_json(
-            format!(r#"{{"standalone":true,"ticket_secrets":["0123456789abcdef"],"session_ttl_s":10{extra}}}"#)
-                .as_bytes(),
-        )
-        .unwrap();
-        let shared = MemorySharedData::default();
-        let mut workers = vec![Worker::new(1), Worker::new(2)];
-        for w in &mut workers {
-            w.configure(&config, &shared, NOW).unwrap();
-        }
-        Self {
-            config,
-            shared,
-            workers,
-            minted: 0,
-        }
+        Self::with_ttl(10, extra)
     }
 
     fn reconfigure(&mut self, extra: &str) {
-        let fresh = Proxy::new(extra);
-        self.config = fresh.config;
-        for w in &mut self.workers {
-            w.configure(&self.config, &self.shared, NOW).unwrap();
-        }
+        self.reconfigure_with_ttl(10, extra);
     }
 
-    /// Sends a request on worker `w` (alternating workers is what Envoy does).
+    /// Sends a GET on worker `w` (alternating workers is what Envoy does).
     fn send(
         &mut self,
         w: usize,
@@ -62,19 +37,7 @@ impl Proxy {
         ticket: Option<&str>,
         now: u64,
     ) -> Effects {
-        let mut headers = vec![(":path".to_string(), path.to_string())];
-        if let Some(h) = hunter {
-            headers.push(("x-veltrix-hunter".to_string(), h.to_string()));
-        }
-        if let Some(t) = ticket {
-            headers.push(("x-huntgate-ticket".to_string(), t.to_string()));
-        }
-        let minted = &mut self.minted;
-        let mut mint = || {
-            *minted += 1;
-            format!("anon-{minted}")
-        };
-        self.workers[w % 2].handle(&self.config, &self.shared, &headers, now, &mut mint)
+        self.handle(w, &headers("GET", path, hunter, ticket), now)
     }
 
     fn join(&mut self, w: usize, hunter: &str) -> Effects {
@@ -88,10 +51,6 @@ fn tamper_mac(ticket: &str) -> String {
     let mut mac: Vec<char> = mac.chars().collect();
     mac[5] = if mac[5] == 'A' { 'B' } else { 'A' };
     format!("{body}.{}", mac.into_iter().collect::<String>())
-}
-
-fn ticket_of(e: &Effects) -> String {
-    e.issue.as_ref().expect("a ticket").ticket.clone()
 }
 
 #[test]
@@ -220,6 +179,50 @@ fn activity_renews_the_ticket_and_keeps_the_slot() {
         NOW + 12_000,
     );
     assert_eq!(e.event, Event::Session);
+}
+
+/// The `active` count in the 429 a newcomer gets from a full hunt `h1`.
+fn active_when_full(p: &mut Proxy, now: u64) -> u64 {
+    let e = p.send(1, "/hunts/h1/join", Some("newcomer"), None, now);
+    assert_eq!(e.event, Event::Rejected, "the hunt is not full");
+    let body: serde_json::Value = serde_json::from_str(&e.reply.unwrap().body).unwrap();
+    body["active"].as_u64().unwrap()
+}
+
+#[test]
+fn the_ticket_a_renewal_replaced_gives_nothing_beyond_its_session() {
+    // Replays after renewal (issue 13 §3): the old ticket stays alice's session until its
+    // own expiry, never a second seat; it is nothing for anyone else; expired, it makes
+    // alice a returning hunter on her one seat; the renewed ticket keeps working.
+    let mut p = Proxy::new(r#","max_hunters":1"#);
+    let old = ticket_of(&p.join(0, "alice"));
+    let renewed = ticket_of(&p.send(1, "/hunts/h1/move", Some("alice"), Some(&old), NOW + 9_000));
+    assert_ne!(old, renewed);
+    let replay = p.send(0, "/hunts/h1/move", Some("alice"), Some(&old), NOW + 9_500);
+    assert!(
+        matches!(replay.event, Event::Session | Event::Renewed),
+        "{:?}",
+        replay.event
+    );
+    let stolen = p.send(1, "/hunts/h1/move", Some("bob"), Some(&old), NOW + 9_600);
+    assert_eq!(
+        (stolen.event, stolen.ticket_refused),
+        (Event::Rejected, Some(TicketError::OtherHunter))
+    );
+    assert_eq!(active_when_full(&mut p, NOW + 9_700), 1);
+    let expired = p.send(0, "/hunts/h1/move", Some("alice"), Some(&old), NOW + 10_001);
+    assert_eq!(expired.ticket_refused, Some(TicketError::Expired));
+    assert_ne!(expired.event, Event::Rejected, "alice lost her own seat");
+    assert_eq!(active_when_full(&mut p, NOW + 10_002), 1);
+    let e = p.send(
+        1,
+        "/hunts/h1/move",
+        Some("alice"),
+        Some(&renewed),
+        NOW + 10_003,
+    );
+    assert_eq!(e.event, Event::Session);
+    assert_eq!(active_when_full(&mut p, NOW + 10_004), 1);
 }
 
 #[test]

@@ -266,3 +266,25 @@ fn governor_outage_keeps_the_governed_max_hunters() {
         "stale: 0.3 of the governor's max_hunters 100, not of the plugin's 10"
     );
 }
+
+#[test]
+fn only_the_answer_to_the_call_in_flight_is_awaited() {
+    let c = config(r#","poll_interval_ms":500,"timeout_ms":1000,"long_poll_s":0"#);
+    let feed = c.governor.as_ref().unwrap();
+    let mut f = Fetcher::default();
+    assert!(!f.is_awaited(1), "nothing in flight");
+    f.poll(feed, NOW, &mut Vec::new).unwrap();
+    f.dispatched(1);
+    assert!(f.is_awaited(1));
+    assert!(!f.is_awaited(2));
+    // The call is given up as lost (timeout + 5 s) and a new one goes out.
+    let next = f.poll(feed, NOW + 6_001, &mut Vec::new);
+    assert!(next.is_some(), "a lost call is retried");
+    f.dispatched(2);
+    assert!(!f.is_awaited(1), "the late answer to the lost call");
+    assert!(f.is_awaited(2));
+    let shared = MemorySharedData::default();
+    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    f.on_response(feed, &shared, NOW + 6_040, Some(200), None, DOC);
+    assert!(!f.is_awaited(2), "answered");
+}

@@ -63,10 +63,12 @@ impl Proxy {
     /// One exchange sent at `sent`, answered with `document` at `sent + 5`.
     fn exchange(&mut self, sent: u64, document: &str) -> (Vec<u8>, FetchResult) {
         let feed = self.config.governor.clone().unwrap();
-        let (worker, shared) = (&mut self.worker, &self.shared);
+        let (worker, shared, config) = (&mut self.worker, &self.shared, self.config.clone());
         let mut report = || {
             let lines = worker.lease_report(shared, sent).unwrap();
-            huntgate_core::lease::encode_report("gw-1", "envoy-1", 300, &lines)
+            let (ends, error) = worker.ends_report(&config, shared, sent);
+            assert!(error.is_none(), "{error:?}");
+            huntgate_core::lease::encode_report("gw-1", "envoy-1", 300, &lines, &ends)
         };
         let request = self.fetcher.poll(&feed, sent, &mut report).expect("due");
         let result = self.fetcher.on_response(
@@ -211,4 +213,65 @@ fn lease_fields_are_validated_naming_the_field() {
     assert!(huntgate_core::throttle::ThrottleTable::decode(grant)
         .unwrap_err()
         .contains("lease_ms"));
+}
+
+#[test]
+fn a_lease_answer_s_ends_are_handed_to_the_worker_and_its_shares_published() {
+    let mut p = Proxy::new("");
+    let answer = r#"{"version":3,"hunts":{"h1":{"ratio":1.0}},
+        "leases":{"lease_ms":5000,"hunts":{"h1":{"share":4}}},
+        "ends":{"cursor":"c-7","sessions":[["00000000000000ff",1800000000000]]}}"#;
+    let (_, result) = p.exchange(NOW, answer);
+    assert_eq!(result, FetchResult::Published(3));
+    let ends = p.fetcher.take_fleet_ends().expect("the answer's ends");
+    assert_eq!(ends.cursor, "c-7");
+    assert_eq!(ends.sessions, vec![(0xff, NOW)]);
+    assert!(p.fetcher.take_fleet_ends().is_none(), "taken once");
+    let (published, _) = huntgate_core::shared_data::SharedData::get(
+        &p.shared,
+        huntgate_core::throttle::THROTTLE_KEY,
+    )
+    .unwrap()
+    .unwrap();
+    let published = String::from_utf8(published).unwrap();
+    assert!(published.contains("\"share\":4"), "{published}");
+
+    // The cursor goes back in the next report once the ends are recorded.
+    p.worker
+        .fleet_ends_received(&p.config, &p.shared, Some(ends), NOW + 5)
+        .unwrap();
+    let (report, _) = p.exchange(NOW + 1000, answer);
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["ends_after"], "c-7");
+}
+
+#[test]
+fn a_lease_answer_with_malformed_ends_is_refused_naming_the_field() {
+    for (ends, field) in [
+        (r#"{"sessions":[]}"#, "ends: missing field `cursor`"),
+        (r#"{"cursor":"","sessions":[]}"#, "ends.cursor"),
+        (
+            r#"{"cursor":"c","sessions":[["ff",1]]}"#,
+            "ends.sessions[0]",
+        ),
+        (
+            r#"{"cursor":"c","sessions":[["00000000000000ff"]]}"#,
+            "ends.sessions[0]",
+        ),
+        (
+            r#"{"cursor":"c","sessions":[["00000000000000ff",-1]]}"#,
+            "ends.sessions[0]",
+        ),
+        (r#"{"cursor":"c","sessions":{}}"#, "ends.sessions"),
+    ] {
+        let mut p = Proxy::new("");
+        let answer =
+            format!(r#"{{"version":3,"leases":{{"lease_ms":5000,"hunts":{{}}}},"ends":{ends}}}"#);
+        let (_, result) = p.exchange(NOW, &answer);
+        match result {
+            FetchResult::Failed(why) => assert!(why.contains(field), "{ends}: {why}"),
+            other => panic!("{ends}: {other:?}"),
+        }
+        assert!(p.fetcher.take_fleet_ends().is_none());
+    }
 }

@@ -235,9 +235,16 @@ fn classifying_only_the_headers_it_reads_gives_the_same_answer() {
     let bytes = encode_header_pairs(&all);
     let wanted = decode_header_pairs_where(&bytes, |name| reads_header(&config, name)).unwrap();
     let names: Vec<&str> = wanted.iter().map(|(k, _)| k.as_ref()).collect();
+    // `:method` for the leave request (`session_end.leave_path`).
     assert_eq!(
         names,
-        [":path", "x-veltrix-hunter", "x-veltrix-hunter", "cookie"]
+        [
+            ":path",
+            ":method",
+            "x-veltrix-hunter",
+            "x-veltrix-hunter",
+            "cookie"
+        ]
     );
     assert!(reads_header(&config, b"x-huntgate-decision"));
     assert_eq!(
@@ -250,6 +257,10 @@ fn classifying_only_the_headers_it_reads_gives_the_same_answer() {
     );
     let by_header = self::config(r#","hunt":{"header":"x-hunt"}"#);
     assert!(reads_header(&by_header, b"x-hunt"));
-    assert!(!reads_header(&by_header, b":path"));
+    // The leave request is `POST /leave`.
+    assert!(reads_header(&by_header, b":path"));
     assert!(reads_header(&by_header, b"x-huntgate-ticket"));
+    let no_leave = self::config(r#","hunt":{"header":"x-hunt"},"session_end":{"leave_path":null}"#);
+    assert!(!reads_header(&no_leave, b":path"));
+    assert!(!reads_header(&no_leave, b":method"));
 }

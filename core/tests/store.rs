@@ -158,7 +158,8 @@ fn layout_is_prepared_once_and_extends_when_the_cap_grows() {
     prepare_layout(&s, 2).unwrap();
     assert_eq!(s.key_count(), keys);
     prepare_layout(&s, 3).unwrap();
-    assert_eq!(s.key_count(), keys + 1 + SHARDS as usize);
+    // Per slot: its count, its shards and its waiting room.
+    assert_eq!(s.key_count(), keys + 2 + SHARDS as usize);
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -198,6 +198,14 @@ async fn hunter(arrival: Arrival, b: &Behaviour, http: &Http, rec: &Recorder, t0
     }
     if admitted {
         rec.playing.fetch_sub(1, Ordering::Relaxed);
+        // Done playing: the service ends the session (and huntgate frees the slot).
+        let url = format!("{}/hunts/{}/finish", b.base, b.hunt);
+        let mut headers = vec![(HUNTER_HEADER, id.as_str())];
+        if let Some(t) = &ticket {
+            headers.push(("x-huntgate-ticket", t.as_str()));
+        }
+        // Not counted: the run's numbers are those of playing hunters.
+        let _ = http.send(Method::POST, &url, &headers).await;
     }
 }
 

@@ -140,8 +140,8 @@ async fn run_inner(args: &RunArgs) -> anyhow::Result<()> {
             .join(", "),
         scenario.run_length().as_secs()
     ));
-    let redis = Redis::start(&tools, &mut ports, &work.0, scenario.redis_maxmemory).await?;
-    let kafka = Tansu::start(&tools, &mut ports, &work.0).await?;
+    let redis = Redis::start(&mut ports, scenario.redis_maxmemory)?;
+    let kafka = Tansu::start(&work.0)?;
 
     let mut results = Vec::new();
     for &kind in &scenario.runs {

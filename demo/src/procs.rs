@@ -1,24 +1,21 @@
-//! Child processes that are always stopped (on drop, so also on error and Ctrl-C), free
-//! loopback ports, and waiting for readiness.
+//! The demo's child processes: the one harness's guard (`huntgate-harness`: SIGTERM, then
+//! SIGKILL after a grace period; also on drop, so on error and Ctrl-C), with the child's
+//! output in a log file whose tail explains a failure, and death with the demo
+//! (PR_SET_PDEATHSIG); free loopback ports; waiting for readiness.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// How long a child gets after SIGTERM before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(5);
-
-/// A running child process, stopped (SIGTERM, then SIGKILL) and reaped when dropped.
+/// A running child process, stopped and reaped when dropped.
 pub struct ChildGuard {
-    name: String,
-    child: Child,
+    guard: huntgate_harness::process::ChildGuard,
     log: Option<PathBuf>,
-    stopped: bool,
 }
 
 impl ChildGuard {
@@ -42,20 +39,22 @@ impl ChildGuard {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
+        let guard = huntgate_harness::process::ChildGuard::spawn(name, &mut command)
             .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
         Ok(Self {
-            name: name.to_string(),
-            child,
+            guard,
             log: log.map(Path::to_path_buf),
-            stopped: false,
         })
+    }
+
+    /// The harness's guard inside (for the harness's readiness waits).
+    pub fn guard(&mut self) -> &mut huntgate_harness::process::ChildGuard {
+        &mut self.guard
     }
 
     /// Whether the child still runs.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.guard.is_running()
     }
 
     /// Fails with the log's tail if the child exited.
@@ -63,7 +62,11 @@ impl ChildGuard {
         if self.running() {
             return Ok(());
         }
-        anyhow::bail!("{} exited; log tail:\n{}", self.name, self.log_tail(30))
+        anyhow::bail!(
+            "{} exited; log tail:\n{}",
+            self.guard.name(),
+            self.log_tail(30)
+        )
     }
 
     /// The last `lines` lines of the child's log.
@@ -81,53 +84,16 @@ impl ChildGuard {
 
     /// Stops the child: SIGTERM, then SIGKILL after a grace period; reaps it.
     pub fn stop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        if !self.running() {
-            let _ = self.child.wait();
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + TERM_GRACE;
-        while Instant::now() < deadline {
-            if !self.running() {
-                let _ = self.child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.guard.stop();
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A free port on 127.0.0.1 below the ephemeral range, not in `taken`.
+/// A free port on 127.0.0.1 (the harness's: below the ephemeral range, never handed out
+/// twice by this process), recorded in `taken`.
 pub fn free_port(taken: &mut Vec<u16>) -> anyhow::Result<u16> {
-    let seed = std::process::id() as u64 ^ (taken.len() as u64) << 20;
-    for attempt in 0..2000u64 {
-        let port = 20_000 + (crate::ramp::splitmix(seed ^ attempt) % 12_000) as u16;
-        if taken.contains(&port) {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            taken.push(port);
-            return Ok(port);
-        }
-    }
-    anyhow::bail!("no free port on 127.0.0.1")
+    let port = huntgate_harness::ports::free_port();
+    taken.push(port);
+    Ok(port)
 }
 
 /// Waits until `addr` accepts TCP connections while `child` runs.
@@ -145,7 +111,7 @@ pub async fn wait_listening(
         if Instant::now() > deadline {
             anyhow::bail!(
                 "{} does not listen on {addr} after {timeout:?}; log tail:\n{}",
-                child.name,
+                child.guard.name(),
                 child.log_tail(30)
             );
         }

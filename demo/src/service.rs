@@ -5,6 +5,8 @@
 //! - `POST /hunts/{hunt}/move`: moves the hunter, scores a point, refreshes the session and
 //!   produces one Kafka event.
 //! - `GET /hunts/{hunt}/leaderboard`: the top 10.
+//! - `POST /hunts/{hunt}/finish`: the hunter is done: their session state is deleted
+//!   and the answer carries `x-huntgate-session: end`, so huntgate frees their slot at once.
 //!
 //! Sessions expire `session_ttl_s` after the hunter's last move (Redis `EX`). A consumer
 //! group (`scorers`) drains the events at a bounded rate, so lag grows when too many play.
@@ -131,6 +133,7 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
         .route("/hunts/{hunt}/join", post(join))
         .route("/hunts/{hunt}/move", post(do_move))
         .route("/hunts/{hunt}/leaderboard", get(leaderboard))
+        .route("/hunts/{hunt}/finish", post(finish))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -296,6 +299,43 @@ async fn join(
         ),
         Err(e) => store_failed(&hunt, &e),
     }
+}
+
+/// The response header by which the service ends the hunter's huntgate session
+/// (the demo's huntgate `session_end.header`; the filter never passes it to the client).
+pub const SESSION_END_HEADER: &str = "x-huntgate-session";
+
+/// A hunter finished: their state goes, and huntgate's session with it.
+async fn finish(
+    State(state): State<Arc<AppState>>,
+    Path(hunt): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(hunter) = hunter_of(&headers) else {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "hunter_required", "hunt": hunt}),
+            None,
+        );
+    };
+    let mut conn = state.redis.clone();
+    let result: redis::RedisResult<()> = redis::cmd("DEL")
+        .arg(format!("session:{hunt}:{hunter}"))
+        .arg(format!("pos:{hunt}:{hunter}"))
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = result {
+        return store_failed(&hunt, &e);
+    }
+    let mut response = reply(
+        StatusCode::OK,
+        json!({"hunt": hunt, "hunter": hunter, "finished": true}),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(SESSION_END_HEADER, HeaderValue::from_static("end"));
+    response
 }
 
 async fn do_move(

@@ -20,17 +20,14 @@ use crate::template::{quoted, render};
 /// Bound on a process becoming ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Paths of everything the demo runs.
+/// Paths of what the demo runs besides the backends (redis-server and tansu are found by
+/// the harness that starts them).
 #[derive(Debug, Clone)]
 pub struct Tools {
     /// Repository root (configs are read from there).
     pub root: PathBuf,
     /// Envoy binary.
     pub envoy: PathBuf,
-    /// redis-server binary.
-    pub redis_server: PathBuf,
-    /// tansu binary.
-    pub tansu: PathBuf,
     /// huntgate-governor binary.
     pub governor: PathBuf,
     /// The filter.
@@ -39,63 +36,27 @@ pub struct Tools {
     pub demo: PathBuf,
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-fn pick(env: &str, fallback: Option<PathBuf>, what: &str, hint: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os(env).map(PathBuf::from).or(fallback);
-    match path {
-        Some(p) if p.exists() => Ok(p),
-        Some(p) => anyhow::bail!("{what} not found at {} ({hint})", p.display()),
-        None => anyhow::bail!("{what} not found: set {env} ({hint})"),
-    }
-}
-
 impl Tools {
-    /// Finds the tools (environment overrides first, then the defaults of `make tools`).
+    /// Finds the tools (environment overrides first, then the defaults of `make tools`),
+    /// and checks that the backends' binaries are there before anything starts.
     pub fn locate(root: &Path) -> anyhow::Result<Self> {
-        let cache = std::env::var_os("HUNTGATE_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/huntgate")));
-        let in_cache = |rel: &str| cache.as_ref().map(|c| c.join(rel));
-        let tools = "run `make tools`";
+        let found = |r: Result<PathBuf, String>| r.map_err(|e| anyhow::anyhow!("{e}"));
+        found(huntgate_harness::redis::redis_server_binary())?;
+        found(huntgate_harness::tansu::tansu_binary())?;
+        let wasm = root.join("dist/huntgate.wasm");
         Ok(Self {
             root: root.to_path_buf(),
-            envoy: pick(
-                "HUNTGATE_ENVOY",
-                in_cache("bin/envoy").or_else(|| on_path("envoy")),
-                "Envoy",
-                tools,
-            )?,
-            redis_server: pick(
-                "HUNTGATE_REDIS_SERVER",
-                on_path("redis-server"),
-                "redis-server",
-                tools,
-            )?,
-            tansu: pick(
-                "HUNTGATE_TANSU",
-                in_cache("tansu/bin/tansu"),
-                "tansu",
-                tools,
-            )?,
-            governor: pick(
-                "HUNTGATE_GOVERNOR",
-                Some(root.join("target/release/huntgate-governor")),
-                "huntgate-governor",
-                "cargo build --release -p huntgate-governor",
-            )?,
-            wasm: pick(
-                "HUNTGATE_WASM",
-                Some(root.join("dist/huntgate.wasm")),
-                "dist/huntgate.wasm",
-                "make wasm",
-            )?,
+            envoy: found(huntgate_harness::envoy::envoy_binary(root))?,
+            governor: found(huntgate_harness::governor::governor_binary(
+                root,
+                &["release"],
+            ))
+            .context("cargo build --release -p huntgate-governor")?,
+            wasm: match std::env::var_os("HUNTGATE_WASM") {
+                Some(path) => root.join(path),
+                None if wasm.is_file() => wasm,
+                None => anyhow::bail!("{} not found (make wasm)", wasm.display()),
+            },
             demo: std::env::current_exe().context("locating huntgate-demo")?,
         })
     }
@@ -112,38 +73,24 @@ impl Ports {
     }
 }
 
-/// redis-server with a small maxmemory and no eviction.
+/// redis-server (the harness's) with a small maxmemory and no eviction.
 pub struct Redis {
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
-    _guard: ChildGuard,
+    _server: huntgate_harness::redis::RedisServer,
 }
 
 impl Redis {
-    /// Starts it in `dir`.
-    pub async fn start(
-        tools: &Tools,
-        ports: &mut Ports,
-        dir: &Path,
-        maxmemory: u64,
-    ) -> anyhow::Result<Self> {
+    /// Starts it with `maxmemory` bytes.
+    pub fn start(ports: &mut Ports, maxmemory: u64) -> anyhow::Result<Self> {
         let port = ports.take()?;
-        let mut cmd = Command::new(&tools.redis_server);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args([
-                "--maxmemory",
-                &maxmemory.to_string(),
-                "--maxmemory-policy",
-                "noeviction",
-            ])
-            .arg("--dir")
-            .arg(dir);
-        let mut guard = ChildGuard::spawn("redis-server", cmd, Some(&dir.join("redis.log")))?;
-        wait_listening(&mut guard, loopback(port), START_TIMEOUT).await?;
+        let server = tokio::task::block_in_place(|| {
+            huntgate_harness::redis::RedisServer::try_start_on(port, &maxmemory.to_string())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            _guard: guard,
+            url: server.url(),
+            _server: server,
         })
     }
 
@@ -161,30 +108,22 @@ impl Redis {
     }
 }
 
-/// A tansu Kafka broker with sqlite storage in its own directory.
+/// A tansu Kafka broker (the harness's) with sqlite storage in its own directory.
 pub struct Tansu {
     /// `127.0.0.1:PORT`.
     pub brokers: String,
-    _guard: ChildGuard,
+    _broker: huntgate_harness::tansu::Tansu,
 }
 
 impl Tansu {
-    /// Starts it with `dir` as working directory (the sqlite path is relative to it).
-    pub async fn start(tools: &Tools, ports: &mut Ports, dir: &Path) -> anyhow::Result<Self> {
-        let port = ports.take()?;
-        let url = format!("tcp://127.0.0.1:{port}");
+    /// Starts it with `dir/tansu` as working directory (the sqlite path is relative to it).
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
         let dir = dir.join("tansu");
-        std::fs::create_dir_all(&dir)?;
-        let mut cmd = Command::new(&tools.tansu);
-        cmd.arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&dir);
-        let mut guard = ChildGuard::spawn("tansu", cmd, Some(&dir.join("tansu.log")))?;
-        wait_listening(&mut guard, loopback(port), START_TIMEOUT).await?;
+        let broker = tokio::task::block_in_place(|| huntgate_harness::tansu::Tansu::start(&dir))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
-            brokers: format!("127.0.0.1:{port}"),
-            _guard: guard,
+            brokers: broker.brokers.clone(),
+            _broker: broker,
         })
     }
 
@@ -299,21 +238,15 @@ impl RunStack {
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, render(&text, &values)?)?;
         let mut cmd = Command::new(&tools.envoy);
-        cmd.arg("-c")
-            .arg(&config)
-            .args([
-                "--concurrency",
-                "2",
-                "--use-dynamic-base-id",
-                "--disable-hot-restart",
-            ])
-            .args(["--log-level", "warning"])
+        cmd.args(huntgate_harness::envoy::args(&config, 2, "warning"))
             .current_dir(&dir);
         let mut envoy = ChildGuard::spawn("envoy", cmd, Some(&dir.join("envoy.log")))?;
         let public = loopback(public_port);
         let admin = loopback(admin_port);
-        wait_listening(&mut envoy, admin, START_TIMEOUT).await?;
-        wait_listening(&mut envoy, public, START_TIMEOUT).await?;
+        tokio::task::block_in_place(|| {
+            huntgate_harness::envoy::wait_ready(envoy.guard(), admin, Some(public), START_TIMEOUT)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; log tail:\n{}", envoy.log_tail(30)))?;
         let mut stack = Self {
             public,
             admin,
@@ -376,6 +309,8 @@ pub fn plugin_config(scenario: &Scenario) -> serde_json::Value {
         "max_hunters": scenario.max_hunters,
         "hunts": {"hunt-001": {}},
         "reject": {"status": 429, "retry_after_s": scenario.retry_after_s},
+        // The hunt service ends a finished hunter's session with this header.
+        "session_end": {"header": crate::service::SESSION_END_HEADER},
         "governor": {
             "cluster": "governor",
             "poll_interval_ms": 1000,
@@ -413,26 +348,18 @@ async fn start_governor(
         render(&hunt, &values)?,
     )?;
     let port = ports.take()?;
-    let mut cmd = Command::new(&tools.governor);
-    cmd.arg("serve")
-        .arg("--policies")
-        .arg(&policies)
-        .args(["--listen", &loopback(port).to_string()])
-        .args(["--redis", &format!("main={}", redis.url)])
-        .args(["--kafka", &kafka.brokers])
-        .args(["--log", "warn"]);
+    let mut cmd = huntgate_harness::governor::serve_command(
+        &tools.governor,
+        &policies,
+        loopback(port),
+        "warn",
+    );
+    cmd.args(["--redis", &format!("main={}", redis.url)])
+        .args(["--kafka", &kafka.brokers]);
     let mut guard = ChildGuard::spawn("huntgate-governor", cmd, Some(&dir.join("governor.log")))?;
-    wait_listening(&mut guard, loopback(port), START_TIMEOUT).await?;
-    let http = Http::new(Duration::from_secs(2));
-    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-    while http
-        .get_text(&format!("http://{}/readyz", loopback(port)))
-        .await
-        .is_err()
-    {
-        guard.check_running()?;
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "governor not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::task::block_in_place(|| {
+        huntgate_harness::governor::wait_ready(guard.guard(), loopback(port), START_TIMEOUT)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}; log tail:\n{}", guard.log_tail(30)))?;
     Ok((guard, port))
 }

@@ -19,8 +19,10 @@ use tokio::sync::watch;
 use crate::clock::{Clock, SystemClock};
 use crate::coordination::Coordination;
 use crate::document::ThrottleDocument;
+use crate::fleet::ends::{retain_ms, EndsLog, MAX_ENDS_PER_ANSWER};
 use crate::fleet::exchange::{
-    grant_all, limits, render_metrics, validate, ExchangeAnswer, LeaseRequest,
+    grant_all, limits, render_metrics, validate, EndsAnswer, ExchangeAnswer, LeaseRequest,
+    ValidReport,
 };
 use crate::fleet::{AllocatorConfig, Fleet};
 use crate::governor::Snapshot;
@@ -47,12 +49,19 @@ pub struct AppState {
     /// The coordination Redis shared with the other replicas: when set, it holds the
     /// allocation instead of `fleet`.
     pub coordination: Option<Arc<Coordination>>,
+    /// The fleet's ended sessions (this replica's, in memory), used without
+    /// `coordination`.
+    pub ends: Arc<std::sync::Mutex<EndsLog>>,
+    /// Ends proxies reported to this replica.
+    pub ends_reported: Arc<AtomicU64>,
     /// Lease exchanges this replica answered with shares.
     pub exchanges: Arc<AtomicU64>,
     /// The lease allocator's settings.
     pub fleet_config: AllocatorConfig,
     /// The clock leases are counted on.
     pub clock: Arc<dyn Clock>,
+    /// Outcomes of the gRPC mutations (shared by both gRPC listeners).
+    pub mutations: Arc<crate::grpc::MutationStats>,
 }
 
 impl AppState {
@@ -69,9 +78,14 @@ impl AppState {
             conns: Arc::new(ConnStats::default()),
             fleet: Arc::new(std::sync::Mutex::new(fleet)),
             coordination: None,
+            ends: Arc::new(std::sync::Mutex::new(EndsLog::new(new_epoch(
+                clock.as_ref(),
+            )))),
+            ends_reported: Arc::new(AtomicU64::new(0)),
             exchanges: Arc::new(AtomicU64::new(0)),
             fleet_config,
             clock,
+            mutations: Arc::default(),
         }
     }
 
@@ -95,6 +109,60 @@ impl AppState {
         self.conns = conns;
         self
     }
+}
+
+/// A name for this start's ends log: the start time and the process id, so a cursor
+/// from a previous governor is never taken for one of this log's.
+fn new_epoch(clock: &dyn Clock) -> u64 {
+    clock.now_ms() ^ u64::from(std::process::id()).rotate_left(44)
+}
+
+/// Records the report's ends and reads the others' for its answer: in the coordination
+/// Redis when there is one (a failure there leaves `ends` out of the answer: the proxy
+/// reports its ends again and keeps its cursor), else in this replica's log.
+async fn exchange_ends(state: &AppState, report: &ValidReport, now: u64) -> Option<EndsAnswer> {
+    state
+        .ends_reported
+        .fetch_add(report.ends.len() as u64, Ordering::Relaxed);
+    let since = match &state.coordination {
+        Some(coordination) => match coordination.exchange_ends(report, now).await {
+            Ok(since) => since,
+            Err(e) => {
+                tracing::warn!(error = %e, proxy = %report.proxy, "fleet ends not exchanged: the proxy reports its ends again");
+                return None;
+            }
+        },
+        None => {
+            let mut log = state.ends.lock().ok()?;
+            let origin = report.origin();
+            log.record(origin, &report.ends, retain_ms(report.session_ttl_ms), now);
+            log.since(report.ends_after.as_deref(), origin, MAX_ENDS_PER_ANSWER)
+        }
+    };
+    Some(EndsAnswer::new(since))
+}
+
+/// The fleet-ends lines: ends reported to this replica and, for the in-memory log, the ends
+/// it holds and those dropped at its bound.
+fn render_ends(out: &mut String, state: &AppState) {
+    use std::fmt::Write as _;
+    let reported = state.ends_reported.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP huntgate_fleet_ends_reported_total Ended sessions proxies reported to this replica.\n# TYPE huntgate_fleet_ends_reported_total counter\nhuntgate_fleet_ends_reported_total {reported}"
+    );
+    if state.coordination.is_some() {
+        return;
+    }
+    let Ok(log) = state.ends.lock() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP huntgate_fleet_ends_held Ended sessions the fleet-ends log holds for proxies to learn.\n# TYPE huntgate_fleet_ends_held gauge\nhuntgate_fleet_ends_held {}\n# HELP huntgate_fleet_ends_dropped_total Ends dropped at the log's bound before their tickets expired.\n# TYPE huntgate_fleet_ends_dropped_total counter\nhuntgate_fleet_ends_dropped_total {}",
+        log.len(),
+        log.dropped
+    );
 }
 
 /// Counts a waiting long-poll while alive.
@@ -320,7 +388,12 @@ async fn leases(
             )
         }
     };
-    let answer = ExchangeAnswer { document, leases };
+    let ends = exchange_ends(&state, &report, now).await;
+    let answer = ExchangeAnswer {
+        document,
+        leases,
+        ends,
+    };
     state.exchanges.fetch_add(1, Ordering::Relaxed);
     let mut response = Json(answer).into_response();
     response
@@ -331,7 +404,7 @@ async fn leases(
 
 /// Per hunt the allocation as this replica sees it: its own memory, or the coordination
 /// Redis.
-async fn fleet_views(
+pub(crate) async fn fleet_views(
     state: &AppState,
 ) -> Result<std::collections::BTreeMap<String, crate::fleet::HuntView>, AppError> {
     let now = state.clock.now_ms();
@@ -370,9 +443,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     if let Ok(views) = fleet_views(&state).await {
         render_metrics(&mut text, &views);
     }
+    render_ends(&mut text, &state);
     if let Some(coordination) = &state.coordination {
         coordination.stats.render(&mut text);
     }
+    state.mutations.render(&mut text);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 

@@ -29,6 +29,9 @@ use tokio::sync::Mutex;
 
 use crate::clock::Millis;
 use crate::document::ThrottleDocument;
+use huntgate_core::lease::{key_hex, parse_key_hex};
+
+use crate::fleet::ends::{retain_ms, EndsSince, MAX_ENDS_PER_ANSWER, MAX_FLEET_ENDS};
 use crate::fleet::exchange::{grant_all, limits, LeaseAnswer, ValidReport};
 use crate::fleet::shared::SharedHunt;
 use crate::fleet::{AllocatorConfig, Fleet, HuntAllocation, HuntView};
@@ -43,6 +46,14 @@ const KEY_SLACK_MS: Millis = 1_000;
 const MISSING: &str = "-";
 
 const META_KEY: &str = "huntgate:{fleet}:meta";
+/// The fleet's ended sessions: a stream of `k` (hunter key, 16 hex digits), `e` (ended at
+/// ms), `o` (the reporting process, [`crate::fleet::ends::origin_of`], hex) and `t` (when
+/// the replica logged it, on its clock), trimmed to about [`MAX_FLEET_ENDS`] entries; an
+/// entry logged longer ago than the *reading* proxy's session TTL + 2 s is skipped (a
+/// ticket it honours lives at most its TTL from now; the replicas' clocks, never Redis's,
+/// decide). Its entry ids are the cursors proxies resume from (an exclusive `XRANGE`
+/// start: Redis 6.2 or later).
+const ENDS_KEY: &str = "huntgate:{fleet}:ends";
 
 fn hunt_key(hunt: &str) -> String {
     format!("huntgate:{{fleet}}:hunt:{hunt}")
@@ -68,6 +79,24 @@ if ARGV[1] == '-' then redis.call('SET', KEYS[1], ARGV[2]) end
 for j = 1, #KEYS - 1 do
   redis.call('SET', KEYS[j + 1], ARGV[3 + 2 * j], 'PX', ARGV[3])
 end
+return 1
+";
+
+/// The key of the operator state (overrides, started and ended hunts, audit log; see
+/// [`crate::operator::store`]), written as `<revision> <JSON>`, without expiry.
+const OPERATOR_KEY: &str = "huntgate:{fleet}:operator";
+
+/// Compare-and-set of the operator state: KEYS[1] the key, ARGV[1] the token read (`-`:
+/// none), ARGV[2] the new value. Returns 1 if written, 0 if the key changed since the read.
+const OPERATOR_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+local t = '-'
+if v then
+  local i = string.find(v, ' ', 1, true)
+  if i then t = string.sub(v, 1, i - 1) else t = v end
+end
+if t ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ";
 
@@ -149,6 +178,20 @@ impl CoordinationStats {
     }
 }
 
+/// One entry of the ends stream as `XRANGE` returns it: its id, then field, value, ….
+type StreamEntry = (String, Vec<String>);
+
+/// Whether `id` reads as a stream entry id (`<ms>-<seq>`).
+fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty()
+            && !seq.is_empty()
+            && ms.len() <= 20
+            && seq.len() <= 20
+            && ms.bytes().chain(seq.bytes()).all(|b| b.is_ascii_digit())
+    })
+}
+
 /// A replica's handle on the coordination Redis.
 pub struct Coordination {
     client: redis::Client,
@@ -207,6 +250,86 @@ impl Coordination {
         .await
     }
 
+    /// Appends the report's ends to the shared stream and reads the others' ends after its
+    /// cursor (at most [`MAX_ENDS_PER_ANSWER`] entries read): what every replica answers
+    /// alike, whichever one a proxy's exchanges reach.
+    pub async fn exchange_ends(
+        &self,
+        report: &ValidReport,
+        now_ms: Millis,
+    ) -> Result<EndsSince, CoordinationError> {
+        let origin = format!("{:x}", report.origin());
+        let oldest = now_ms.saturating_sub(retain_ms(report.session_ttl_ms));
+        let now = now_ms.to_string();
+        let start = match report.ends_after.as_deref() {
+            Some(id) if is_stream_id(id) => format!("({id}"),
+            _ => "-".to_owned(),
+        };
+        self.bounded(async {
+            let mut guard = self.conn.lock().await;
+            let conn = self.connection(&mut guard).await?;
+            let mut pipe = redis::pipe();
+            for (key, ended_ms) in &report.ends {
+                pipe.cmd("XADD")
+                    .arg(ENDS_KEY)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(MAX_FLEET_ENDS)
+                    .arg("*")
+                    .arg("k")
+                    .arg(key_hex(*key))
+                    .arg("e")
+                    .arg(ended_ms)
+                    .arg("o")
+                    .arg(&origin)
+                    .arg("t")
+                    .arg(&now)
+                    .ignore();
+            }
+            pipe.cmd("XRANGE")
+                .arg(ENDS_KEY)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(MAX_ENDS_PER_ANSWER);
+            let read: Result<(Vec<StreamEntry>,), _> = pipe.query_async(conn).await;
+            let (entries,) = read.map_err(|e| {
+                *guard = None;
+                CoordinationError::Redis(e.to_string())
+            })?;
+            let mut since = EndsSince {
+                sessions: Vec::with_capacity(entries.len()),
+                cursor: report
+                    .ends_after
+                    .clone()
+                    .filter(|id| is_stream_id(id))
+                    .unwrap_or_else(|| "0-0".to_owned()),
+            };
+            for (id, fields) in entries {
+                let field = |name: &str| {
+                    fields
+                        .chunks_exact(2)
+                        .find(|pair| pair.first().is_some_and(|f| f == name))
+                        .and_then(|pair| pair.get(1))
+                        .map(String::as_str)
+                };
+                let key = field("k").and_then(parse_key_hex);
+                let ended_ms = field("e").and_then(|e| e.parse::<u64>().ok());
+                let logged_ms = field("t").and_then(|t| t.parse::<u64>().ok());
+                if let (Some(key), Some(ended_ms), Some(logged_ms)) = (key, ended_ms, logged_ms) {
+                    if field("o") != Some(origin.as_str()) && logged_ms >= oldest {
+                        since.sessions.push((key, ended_ms));
+                    }
+                } else {
+                    self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+                since.cursor = id;
+            }
+            Ok(since)
+        })
+        .await
+    }
+
     /// Every governed hunt's allocation as stored, for `/v1/fleet` and `/metrics`.
     pub async fn view(
         &self,
@@ -236,6 +359,52 @@ impl Coordination {
                 }
             }
             Ok(views)
+        })
+        .await
+    }
+
+    /// The stored operator state (`<revision> <JSON>`), if any.
+    pub async fn load_operator(&self) -> Result<Option<String>, CoordinationError> {
+        self.bounded(async {
+            let mut guard = self.conn.lock().await;
+            let conn = self.connection(&mut guard).await?;
+            let got: Result<Option<String>, _> =
+                redis::cmd("GET").arg(OPERATOR_KEY).query_async(conn).await;
+            got.map_err(|e| {
+                *guard = None;
+                CoordinationError::Redis(e.to_string())
+            })
+        })
+        .await
+    }
+
+    /// Writes the operator state `value` (`<revision> <JSON>`) if the stored one still has
+    /// the revision `expected` (`None`: nothing stored); `false` if another replica wrote
+    /// first.
+    pub async fn store_operator(
+        &self,
+        expected: Option<u64>,
+        value: &str,
+    ) -> Result<bool, CoordinationError> {
+        let expected = expected.map_or_else(|| MISSING.to_owned(), |r| r.to_string());
+        self.bounded(async {
+            let mut guard = self.conn.lock().await;
+            let conn = self.connection(&mut guard).await?;
+            let written: Result<i64, _> = redis::cmd("EVAL")
+                .arg(OPERATOR_SCRIPT)
+                .arg(1)
+                .arg(OPERATOR_KEY)
+                .arg(&expected)
+                .arg(value)
+                .query_async(conn)
+                .await;
+            match written {
+                Ok(n) => Ok(n == 1),
+                Err(e) => {
+                    *guard = None;
+                    Err(CoordinationError::Redis(e.to_string()))
+                }
+            }
         })
         .await
     }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::clock::{secs, Millis};
 use crate::document::ThrottleDocument;
 use crate::law::{tick, LawState, Reason};
+use crate::operator::OperatorState;
 use crate::persist::{self, SavedState};
 use crate::policy::{Policy, PolicyError};
 use crate::signal::{ErrorCause, ReadError, SignalBook, SignalHealth, SignalId};
@@ -18,6 +19,25 @@ use crate::sources::{SourceFactory, SourceSet};
 
 /// Least time between two log lines about one signal's changing failure cause.
 pub const CAUSE_LOG_INTERVAL_MS: Millis = secs(60);
+/// Ratio changes kept per hunt for `explain` (the newest).
+pub const STEPS_KEPT: usize = 16;
+
+/// One ratio change of the law.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// When (ms since the epoch).
+    pub at_ms: Millis,
+    /// The ratio before.
+    pub from: f64,
+    /// The ratio after.
+    pub to: f64,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The latest ratio changes per hunt, oldest first.
+pub type History = BTreeMap<String, VecDeque<Step>>;
+
 /// Hunts named in the one INFO line that summarizes an evaluation's ratio changes.
 pub const CHANGED_HUNTS_LOGGED: usize = 5;
 
@@ -85,11 +105,23 @@ pub struct Snapshot {
     pub last_reload_error: Option<String>,
     /// Files of the policy directory ignored at the latest read.
     pub ignored_files: usize,
+    /// The policy the law runs on: the files' with the operator state applied.
+    pub policy: Arc<Policy>,
+    /// The policy as the files give it.
+    pub files: Arc<Policy>,
+    /// Overrides, started and ended hunts set through the API.
+    pub operator: Arc<OperatorState>,
+    /// The latest ratio changes per hunt.
+    pub history: Arc<History>,
 }
 
 /// The governor's state machine; the binary drives it from its loops, tests drive it by hand.
 pub struct Governor {
+    /// The policy the law runs on ([`crate::operator::effective`] of `files`).
     policy: Arc<Policy>,
+    files: Arc<Policy>,
+    operator: Arc<OperatorState>,
+    history: Arc<History>,
     law: LawState,
     book: SignalBook,
     sources: SourceSet,
@@ -125,8 +157,12 @@ impl Governor {
             reloads_ok: 1,
             ..Counters::default()
         };
+        let policy = Arc::new(policy);
         let mut governor = Self {
-            policy: Arc::new(policy),
+            files: Arc::clone(&policy),
+            operator: Arc::new(OperatorState::default()),
+            history: Arc::new(History::new()),
+            policy,
             law: LawState::default(),
             book,
             sources,
@@ -149,6 +185,10 @@ impl Governor {
 
     fn empty_snapshot(version: u64, now: Millis) -> Snapshot {
         Snapshot {
+            policy: Arc::new(Policy::default()),
+            files: Arc::new(Policy::default()),
+            operator: Arc::new(OperatorState::default()),
+            history: Arc::new(History::new()),
             document: ThrottleDocument::initial(version, now, 0),
             ready: false,
             signals: Vec::new(),
@@ -165,9 +205,47 @@ impl Governor {
         self.tx.subscribe()
     }
 
-    /// The policy in force.
+    /// The policy in force: the files' with the operator state applied.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The policy as the files give it.
+    pub fn file_policy(&self) -> &Policy {
+        &self.files
+    }
+
+    /// The operator state in force.
+    pub fn operator(&self) -> &OperatorState {
+        &self.operator
+    }
+
+    /// Puts `state` (set through the API, here or by another replica) in force at `now`:
+    /// the document changes at the next evaluation (the caller runs one at once).
+    pub fn set_operator(&mut self, state: OperatorState, now: Millis) {
+        if *self.operator == state {
+            return;
+        }
+        self.operator = Arc::new(state);
+        self.merge(now);
+        self.reloaded = true;
+        self.publish();
+    }
+
+    /// Recomputes the policy in force from the files' and the operator state.
+    fn merge(&mut self, now: Millis) {
+        // Nothing set through the API (the usual case): the files' policy as it is, without
+        // the copy and comparison of every hunt's spec at each evaluation.
+        if self.operator.hunts.is_empty() {
+            if !Arc::ptr_eq(&self.policy, &self.files) {
+                self.policy = Arc::clone(&self.files);
+            }
+            return;
+        }
+        let merged = crate::operator::effective(&self.files, &self.operator, now);
+        if *self.policy != merged {
+            self.policy = Arc::new(merged);
+        }
     }
 
     /// The current document.
@@ -236,7 +314,8 @@ impl Governor {
                 self.book.bind(&bound, now);
                 self.cause_log.retain(|id, _| bound.contains(id));
                 tracing::info!(hunts = policy.hunts.len(), "policy loaded");
-                self.policy = Arc::new(policy);
+                self.files = Arc::new(policy);
+                self.merge(now);
                 self.reloaded = true;
                 self.counters.reloads_ok = self.counters.reloads_ok.saturating_add(1);
                 self.last_reload_ok = true;
@@ -273,8 +352,11 @@ impl Governor {
             self.log_read(&id, &read, now);
             self.book.record(&id, read, now);
         }
+        // An override whose lifetime ended stops applying at this evaluation.
+        self.merge(now);
         let statuses = self.book.statuses(now, self.policy.stale_after_ms);
         let (law, decisions) = tick(&self.law, &self.policy, &statuses, now);
+        self.record_steps(&law, &decisions, now);
         self.law = law;
         let all = std::iter::once(&decisions.default).chain(decisions.hunts.values());
         for d in all {
@@ -298,6 +380,35 @@ impl Governor {
         self.last_eval_ms = now;
         self.publish();
         &self.document
+    }
+
+    /// Keeps the ratio changes of `decisions` (at most [`STEPS_KEPT`] per hunt, hunts of
+    /// the policy in force only).
+    fn record_steps(&mut self, law: &LawState, decisions: &crate::law::Decisions, now: Millis) {
+        let changed = decisions.hunts.values().any(|d| d.changed);
+        let gone = self
+            .history
+            .keys()
+            .any(|h| !self.policy.hunts.contains_key(h));
+        if !changed && !gone {
+            return;
+        }
+        let history = Arc::make_mut(&mut self.history);
+        history.retain(|h, _| self.policy.hunts.contains_key(h));
+        for (hunt, d) in decisions.hunts.iter().filter(|(_, d)| d.changed) {
+            let from = self.law.hunts.get(hunt).map_or(1.0, |s| s.ratio);
+            let to = law.hunts.get(hunt).map_or(d.ratio, |s| s.ratio);
+            let steps = history.entry(hunt.clone()).or_default();
+            steps.push_back(Step {
+                at_ms: now,
+                from,
+                to,
+                reason: d.reason,
+            });
+            while steps.len() > STEPS_KEPT {
+                steps.pop_front();
+            }
+        }
     }
 
     /// Logs a signal going down, coming back, or failing for a new reason (at most once per
@@ -360,6 +471,10 @@ impl Governor {
             last_reload_ok: self.last_reload_ok,
             last_reload_error: self.last_reload_error.clone(),
             ignored_files: self.ignored_files,
+            policy: Arc::clone(&self.policy),
+            files: Arc::clone(&self.files),
+            operator: Arc::clone(&self.operator),
+            history: Arc::clone(&self.history),
         };
         self.tx.send_replace(Arc::new(snapshot));
     }

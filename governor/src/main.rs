@@ -9,8 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use huntgate_governor::clock::SystemClock;
+use huntgate_governor::grpc::GrpcConfig;
 use huntgate_governor::legacy::{check_output, import_legacy, LegacyTarget};
 use huntgate_governor::listener::{fd_budget, open_file_limit, Limits};
+use huntgate_governor::operator::store::OperatorStore;
 use huntgate_governor::persist::{FileStore, StateStore};
 use huntgate_governor::policy::compile::compile;
 use huntgate_governor::policy::tree::PolicyTree;
@@ -36,7 +38,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the governor (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a policy directory and exit (0: valid; 1: the error names file and field).
     Check(PolicyArgs),
     /// Convert a legacy hunt-config.yml (`max_concurrent_hunters`) to a policy file.
@@ -97,6 +99,18 @@ struct ServeArgs {
     /// Replicas must have different names.
     #[arg(long, env = "HUNTGATE_REPLICA_ID")]
     replica_id: Option<String>,
+    /// Address of the gRPC API, `HOST:PORT` (every method; mutations need a token from
+    /// `--grpc-token-file`). Unset: no gRPC API.
+    #[arg(long, env = "HUNTGATE_GRPC_LISTEN")]
+    grpc_listen: Option<String>,
+    /// Address of a read-only gRPC listener (GetHunt, ListHunts, WatchHunts, ListAudit,
+    /// health, reflection; mutations answer PERMISSION_DENIED there).
+    #[arg(long, env = "HUNTGATE_GRPC_READ_LISTEN")]
+    grpc_read_listen: Option<String>,
+    /// File of the bearer tokens that may mutate (`NAME TOKEN` per line; re-read when it
+    /// changes). Unset: every mutation answers PERMISSION_DENIED.
+    #[arg(long, env = "HUNTGATE_GRPC_TOKEN_FILE")]
+    grpc_token_file: Option<PathBuf>,
     /// Most API connections at once (lowered to fit the open-file limit).
     #[arg(long, env = "HUNTGATE_MAX_CONNECTIONS", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -137,6 +151,14 @@ fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter> {
     }
     tracing_subscriber::EnvFilter::try_new(spec)
         .with_context(|| format!("--log `{}`", huntgate_governor::text::echo(spec)))
+}
+
+/// Resolves an optional `HOST:PORT` flag (empty: none).
+fn optional_addr(addr: Option<&str>, flag: &str) -> Result<Option<SocketAddr>> {
+    match addr.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(a) => resolve(flag, a).map(Some),
+    }
 }
 
 /// Resolves `HOST:PORT` (the first address, IPv4 first).
@@ -202,7 +224,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run(cli.serve),
-        Some(Command::Serve(args)) => run(args),
+        Some(Command::Serve(args)) => run(*args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::ImportLegacy(args)) => import(&args),
         Some(Command::CheckManifests(args)) => check_manifests(&args),
@@ -221,10 +243,7 @@ fn run(args: ServeArgs) -> Result<()> {
     use std::io::IsTerminal as _;
     let filter = log_filter(&args.log)?;
     let listen = resolve("--listen", &args.listen)?;
-    let probe_listen = match &args.probe_listen {
-        Some(a) => Some(resolve("--probe-listen", a)?),
-        None => None,
-    };
+    let probe_listen = optional_addr(args.probe_listen.as_deref(), "--probe-listen")?;
     tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
@@ -259,14 +278,24 @@ fn run(args: ServeArgs) -> Result<()> {
         .state_dir
         .as_ref()
         .map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>);
+    let replica = replica_id(args.replica_id.as_deref());
     let coordination = match args.coordination.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(url) => {
-            let replica = replica_id(args.replica_id.as_deref());
             let handle = huntgate_governor::coordination::Coordination::new(url, &replica)
                 .map_err(anyhow::Error::msg)?;
             Some(Arc::new(handle))
         }
+    };
+    let operator = match (&coordination, &args.state_dir) {
+        (Some(c), _) => OperatorStore::Redis(Arc::clone(c)),
+        (None, Some(dir)) => OperatorStore::File(dir.clone()),
+        (None, None) => OperatorStore::Memory,
+    };
+    let grpc = GrpcConfig {
+        listen: optional_addr(args.grpc_listen.as_deref(), "--grpc-listen")?,
+        read_listen: optional_addr(args.grpc_read_listen.as_deref(), "--grpc-read-listen")?,
+        token_file: args.grpc_token_file.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -289,6 +318,9 @@ fn run(args: ServeArgs) -> Result<()> {
             state,
             coordination,
             rescan: huntgate_governor::serve::RELOAD_POLL,
+            grpc,
+            operator,
+            replica,
         };
         serve(
             config,

@@ -62,6 +62,16 @@ pub const STATE_SAVES: &str = "huntgate_state_saves_total";
 /// Gauge: files in the policy directory that were ignored (wrong name or a sub-folder).
 pub const POLICY_IGNORED_FILES: &str = "huntgate_policy_ignored_files";
 
+/// Gauge: overrides in force (set through the gRPC API, not lapsed).
+pub const OPERATOR_OVERRIDES: &str = "huntgate_operator_overrides";
+/// Gauge: hunts started through the gRPC API without a policy file.
+pub const OPERATOR_STARTED: &str = "huntgate_operator_started_hunts";
+/// Gauge: hunts with a policy file ended through the gRPC API.
+pub const OPERATOR_ENDED: &str = "huntgate_operator_ended_hunts";
+/// Counter{result="applied"|"refused"|"failed"|"denied"}: gRPC mutations by outcome
+/// (rendered from [`crate::grpc::MutationStats`]).
+pub const OPERATOR_MUTATIONS: &str = "huntgate_operator_mutations_total";
+
 /// Gauge: long-polls of `/v1/throttle` waiting for a new version right now.
 pub const LONG_POLLS_WAITING: &str = "huntgate_long_polls_waiting";
 /// Gauge{pool="api"|"probe"}: HTTP connections open now.
@@ -326,6 +336,38 @@ pub fn render(s: &Snapshot) -> String {
         STATE_SAVES,
         &[("result", "failure")],
         s.counters.state_saves_failed as f64,
+    );
+    let now = s.document.generated_at_ms;
+    let controls = s.operator.hunts.values();
+    let live = controls
+        .clone()
+        .filter(|c| c.overrides.as_ref().is_some_and(|o| o.live(now)))
+        .count();
+    o.family(
+        OPERATOR_OVERRIDES,
+        "gauge",
+        "Overrides in force (gRPC API).",
+    );
+    o.sample(OPERATOR_OVERRIDES, &[], live as f64);
+    o.family(
+        OPERATOR_STARTED,
+        "gauge",
+        "Hunts started through the gRPC API without a policy file.",
+    );
+    o.sample(
+        OPERATOR_STARTED,
+        &[],
+        controls.clone().filter(|c| c.started.is_some()).count() as f64,
+    );
+    o.family(
+        OPERATOR_ENDED,
+        "gauge",
+        "Hunts with a policy file ended through the gRPC API.",
+    );
+    o.sample(
+        OPERATOR_ENDED,
+        &[],
+        controls.filter(|c| c.ended).count() as f64,
     );
     o.family(
         READY,

@@ -13,7 +13,10 @@ use tokio::net::TcpListener;
 use crate::api::{app, AppState};
 use crate::clock::{Clock, Millis};
 use crate::governor::Governor;
+use crate::grpc::{Command, GrpcConfig};
 use crate::listener::{ConnMeta, Gate, GuardedListener, Limits};
+use crate::operator::store::OperatorStore;
+use crate::operator::{Actor, Mutation};
 use crate::persist::StateStore;
 use crate::policy::watch::PolicyWatcher;
 use crate::policy::{Overrides, PolicyError};
@@ -46,8 +49,15 @@ pub struct ServeConfig {
     /// (none: this replica's memory; run one replica then).
     pub coordination: Option<Arc<crate::coordination::Coordination>>,
     /// How often the policy directory is re-read without a change notification
-    /// ([`RELOAD_POLL`]; changes are normally read as soon as they are notified).
+    /// ([`RELOAD_POLL`]; changes are normally read as soon as they are notified). A
+    /// shared operator store is re-read as often.
     pub rescan: Duration,
+    /// The gRPC listeners (none set: no gRPC API).
+    pub grpc: GrpcConfig,
+    /// Where overrides, started and ended hunts are kept.
+    pub operator: OperatorStore,
+    /// This replica's name (in audit entries).
+    pub replica: String,
 }
 
 /// Why the service could not run.
@@ -67,6 +77,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The gRPC token file could not be used at start-up.
+    #[error("--grpc-token-file: {0}")]
+    Tokens(String),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
@@ -176,6 +189,114 @@ async fn drain(
     }
 }
 
+/// Loads the stored operator state into `governor` (a failure is logged; a shared store is
+/// tried again at every rescan).
+async fn load_operator(governor: &mut Governor, store: &OperatorStore, now: Millis) {
+    match store.load().await {
+        Ok(Some(state)) if state.revision != governor.operator().revision => {
+            tracing::info!(store = %store.describe(), revision = state.revision, hunts = state.hunts.len(), "operator state loaded");
+            governor.set_operator(state, now);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(store = %store.describe(), error = %e, "cannot read the operator state (overrides); tried again at the next rescan")
+        }
+    }
+}
+
+/// Applies one mutation through the store, puts the result in force and evaluates at once
+/// (the document carries it before the caller hears back).
+async fn apply_command(
+    governor: &mut Governor,
+    store: &OperatorStore,
+    command: Command,
+    replica: &str,
+    now: Millis,
+) {
+    let actor = Actor {
+        replica: replica.to_owned(),
+        ..command.actor
+    };
+    let result = store
+        .mutate(
+            governor.operator(),
+            &command.mutation,
+            &actor,
+            governor.file_policy(),
+            now,
+        )
+        .await;
+    if let Ok(state) = &result {
+        governor.set_operator(state.clone(), now);
+        governor.evaluate_with(Vec::new(), now);
+    }
+    let _ = command.reply.send(result);
+}
+
+/// Binds and spawns the gRPC listeners of `config`.
+async fn spawn_grpc(
+    config: &GrpcConfig,
+    state: &AppState,
+    commands: &crate::grpc::Commands,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServeError> {
+    use crate::grpc::pb::governor_server::GovernorServer;
+    use crate::grpc::service::GovernorService;
+    let tokens = match &config.token_file {
+        Some(path) => Some(Arc::new(
+            crate::grpc::auth::Tokens::load(path).map_err(ServeError::Tokens)?,
+        )),
+        None => None,
+    };
+    let mut handles = Vec::new();
+    let listeners = [
+        (config.listen, "--grpc-listen", true),
+        (config.read_listen, "--grpc-read-listen", false),
+    ];
+    for (addr, flag, writable) in listeners {
+        let Some(addr) = addr else { continue };
+        let listener = bind(addr, flag).await?;
+        let local = listener.local_addr().map_err(ServeError::Http)?;
+        let service =
+            GovernorService::new(state.clone(), commands.clone(), tokens.clone(), writable);
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<GovernorServer<GovernorService>>()
+            .await;
+        // Both versions of reflection: grpcurl and most tools still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::grpc::pb::DESCRIPTOR)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+        let mut stop = shutdown.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tracing::info!(%local, writable, mutations = tokens.is_some() && writable, "gRPC API listening");
+        handles.push(tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
+                .add_service(health)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(GovernorServer::new(service))
+                .serve_with_incoming_shutdown(incoming, async move { stopped(&mut stop).await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(%local, error = %e, "gRPC listener failed");
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+/// Concurrent calls (streams included) per gRPC connection.
+pub const GRPC_MAX_STREAMS: u32 = 64;
+
 /// After the kill switch, how long connections get to notice before the server is dropped.
 pub const KILL_GRACE: Duration = Duration::from_secs(1);
 
@@ -199,6 +320,11 @@ pub async fn serve(
     let now = clock.now_ms();
     let mut governor = Governor::new(policy, factory, now, now);
     governor.set_ignored_files(watcher.ignored_files());
+    let operator = config.operator.clone();
+    match &operator {
+        OperatorStore::Memory => tracing::info!("operator overrides kept in memory only: a restart forgets them (set --state-dir or --coordination)"),
+        other => load_operator(&mut governor, other, now).await,
+    }
     let store = config.state.clone();
     if let Some(store) = &store {
         resume(&mut governor, store.as_ref(), now);
@@ -220,6 +346,9 @@ pub async fn serve(
         Some(addr) => Some(bind(addr, "--probe-listen").await?),
         None => None,
     };
+    let (command_tx, mut commands) = tokio::sync::mpsc::channel(crate::grpc::COMMAND_QUEUE);
+    let grpc = spawn_grpc(&config.grpc, &state, &command_tx, &shutdown).await?;
+    drop(command_tx);
     let mut server = spawn_http(listener, gate.clone(), state.clone(), shutdown.clone());
     let probe = probe_listener.map(|l| {
         let probe_gate = Gate::new(Limits {
@@ -254,6 +383,10 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
+            Some(command) = commands.recv() => {
+                apply_command(&mut governor, &operator, command, &config.replica, clock.now_ms()).await;
+                save(&mut governor, store.as_deref(), clock.now_ms(), &mut save_failing);
+            }
             _ = crate::policy::events::DirEvents::changed(&mut events) => {
                 tokio::time::sleep(RELOAD_DEBOUNCE).await;
                 crate::policy::events::DirEvents::clear(&mut events);
@@ -268,6 +401,19 @@ pub async fn serve(
                 save(&mut governor, store.as_deref(), clock.now_ms(), &mut save_failing);
             }
             _ = reload.tick() => {
+                if operator.shared() {
+                    let before = governor.operator().revision;
+                    load_operator(&mut governor, &operator, clock.now_ms()).await;
+                    if governor.operator().revision != before {
+                        governor.evaluate_with(Vec::new(), clock.now_ms());
+                    }
+                }
+                if crate::operator::has_expired(governor.operator(), clock.now_ms()) {
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    let actor = Actor { by: "governor".to_owned(), replica: String::new() };
+                    let command = Command { mutation: Mutation::Expire, actor, reply };
+                    apply_command(&mut governor, &operator, command, &config.replica, clock.now_ms()).await;
+                }
                 let polled = watcher.poll();
                 governor.set_ignored_files(watcher.ignored_files());
                 if let Some(result) = polled {
@@ -301,6 +447,14 @@ pub async fn serve(
         &mut save_failing,
     );
     let api = drain(&mut server, &gate, config.drain).await;
+    for mut handle in grpc {
+        if tokio::time::timeout(config.drain, &mut handle)
+            .await
+            .is_err()
+        {
+            handle.abort();
+        }
+    }
     if let Some((mut handle, probe_gate)) = probe {
         // The probe listener stopped accepting with the API one; its connections are short.
         let _ = drain(&mut handle, &probe_gate, Duration::ZERO).await;

@@ -80,12 +80,10 @@ fn listen_accepts_host_names() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = ChildGuard::new("huntgate-governor", child);
+    let mut guard = ChildGuard::new("huntgate-governor", child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(Duration::from_secs(20), "/readyz", || {
-        std::net::TcpStream::connect(addr).ok()?;
-        (http_get(addr, "/readyz", &[]).0 == 200).then_some(())
-    });
+    huntgate_harness::governor::wait_ready(&mut guard, addr, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Issue 11: `import-legacy -o` overwrote silently (even its own input), and
@@ -166,11 +164,9 @@ fn reload_survives_a_connection_flood_under_an_fd_limit() {
             }
         });
     }
-    let _guard = ChildGuard::new("huntgate-governor", cmd.spawn().unwrap());
-    wait_until(Duration::from_secs(20), "/readyz on the probe port", || {
-        std::net::TcpStream::connect(probe).ok()?;
-        (http_get(probe, "/readyz", &[]).0 == 200).then_some(())
-    });
+    let mut guard = ChildGuard::new("huntgate-governor", cmd.spawn().unwrap());
+    huntgate_harness::governor::wait_ready(&mut guard, probe, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
     let flood: Vec<std::net::TcpStream> = (0..300)
         .map(|_| std::net::TcpStream::connect(api).unwrap())
         .collect();

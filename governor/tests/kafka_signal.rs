@@ -110,7 +110,7 @@ async fn read_lag(source: &KafkaLagSource) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_kafka_lag_is_exact_drives_the_ratio_and_goes_stale() {
+async fn real_kafka_lag_is_exact_drives_the_ratio_goes_stale_and_comes_back() {
     let mut broker = Tansu::start();
     create_topic(&broker.brokers, TOPIC, 3).await;
     let produced = [500, 400, 300];
@@ -206,6 +206,26 @@ async fn real_kafka_lag_is_exact_drives_the_ratio_and_goes_stale() {
     let report = snap.signals.iter().find(|r| r.id == id).unwrap();
     assert!(report.stale && !report.health.up);
     assert!(report.health.errors_total >= 3);
+
+    // The broker back on the same port and storage: the reader reconnects by itself (no
+    // restart of the governor), the lag is the same 40, the stale reason goes.
+    broker.restart();
+    // Each evaluation waits at most read_timeout_ms: 60 of them bound the wait.
+    let mut t = 125;
+    for _ in 0..60 {
+        t += 5;
+        g.evaluate(T0 + secs(t)).await;
+        if g.signals().get(&id).unwrap().up {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        g.signals().get(&id).unwrap().up,
+        "the broker's signal did not come back"
+    );
+    assert_eq!(g.signals().get(&id).unwrap().last_value, Some(40.0));
+    assert_eq!(entry(&g), (0.8, Reason::Recovering));
 }
 
 /// Issue 11, defect 7, against a real broker: a Kafka signal moving from "unreachable

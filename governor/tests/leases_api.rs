@@ -343,3 +343,106 @@ async fn a_governor_restart_keeps_the_coordinated_leases_and_a_lost_redis_relear
         "{metrics}"
     );
 }
+
+/// A report of `proxy` (no hunt) carrying `ends` and its cursor `after`.
+fn ends_report(proxy: &str, ends: &[(&str, u64)], after: Option<&str>) -> Value {
+    let mut body = json!({"proxy": proxy, "incarnation": format!("{proxy}-1"), "session_ttl_s": 100, "hunts": {}, "ends": ends});
+    if let Some(after) = after {
+        body["ends_after"] = json!(after);
+    }
+    body
+}
+
+/// The answer's ends (key, ms) and its cursor.
+fn answer_ends(answer: &Value) -> (Vec<(String, u64)>, String) {
+    let ends = &answer["ends"];
+    let sessions = serde_json::from_value(ends["sessions"].clone()).expect("sessions");
+    (
+        sessions,
+        ends["cursor"].as_str().expect("a cursor").to_owned(),
+    )
+}
+
+/// Proxy `a` reports two ends, `b` one; each then learns only the other's, once, through
+/// whichever of `routers` answers (taken in turn).
+async fn ends_travel_between_two_proxies(routers: &[&Router]) {
+    let (ka, kb, kc) = ("00000000000000aa", "00000000000000bb", "00000000000000cc");
+    let mut turn = routers.iter().cycle();
+    let (status, answer) = post(
+        turn.next().unwrap(),
+        ends_report("a", &[(ka, T0), (kb, T0 + 1)], None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (own, cursor_a) = answer_ends(&answer);
+    assert!(own.is_empty(), "a proxy is not sent its own ends: {own:?}");
+
+    let (_, answer) = post(
+        turn.next().unwrap(),
+        ends_report("b", &[(kc, T0 + 2)], None),
+    )
+    .await;
+    let (learnt, cursor_b) = answer_ends(&answer);
+    assert_eq!(learnt, vec![(ka.into(), T0), (kb.into(), T0 + 1)]);
+
+    let (_, answer) = post(turn.next().unwrap(), ends_report("a", &[], Some(&cursor_a))).await;
+    let (learnt, cursor_a) = answer_ends(&answer);
+    assert_eq!(learnt, vec![(kc.into(), T0 + 2)]);
+    // Nothing new: nothing again, whichever replica answers.
+    for _ in 0..2 {
+        let (_, answer) = post(turn.next().unwrap(), ends_report("a", &[], Some(&cursor_a))).await;
+        assert!(answer_ends(&answer).0.is_empty(), "{answer}");
+        let (_, answer) = post(turn.next().unwrap(), ends_report("b", &[], Some(&cursor_b))).await;
+        assert!(answer_ends(&answer).0.is_empty(), "{answer}");
+    }
+    // A restarted Envoy under the same id (another incarnation) learns its predecessor's.
+    let mut restarted = ends_report("a", &[], None);
+    restarted["incarnation"] = json!("a-2");
+    let (_, answer) = post(turn.next().unwrap(), restarted).await;
+    assert_eq!(answer_ends(&answer).0.len(), 3, "{answer}");
+}
+
+#[tokio::test]
+async fn a_proxy_s_ends_reach_every_other_proxy_once_through_the_lease_exchange() {
+    let f = fixture();
+    ends_travel_between_two_proxies(&[&f.router]).await;
+    let metrics = get_text(&f.router, "/metrics").await;
+    assert!(
+        metrics.contains("huntgate_fleet_ends_reported_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("huntgate_fleet_ends_held 3"), "{metrics}");
+    promtool_check(&metrics);
+
+    for (ends, field) in [
+        (json!([["aa", 1]]), "ends[0]"),
+        (
+            json!([["00000000000000aa", 9_300_000_000_000_000_000_u64]]),
+            "ends[0]",
+        ),
+    ] {
+        let (status, answer) =
+            post(&f.router, json!({"proxy": "a", "hunts": {}, "ends": ends})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    let many: Vec<(String, u64)> = (0..4097).map(|k| (format!("{k:016x}"), T0)).collect();
+    let (status, answer) = post(&f.router, json!({"proxy": "a", "hunts": {}, "ends": many})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("ends"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_coordination_redis_hand_out_the_same_ends() {
+    let redis = RedisServer::start("64mb");
+    let clock = Arc::new(TestClock(AtomicU64::new(T0)));
+    let a = replica(100, clock.clone(), Some((&redis.url, "ra")));
+    let b = replica(100, clock.clone(), Some((&redis.url, "rb")));
+    ends_travel_between_two_proxies(&[&a.router, &b.router]).await;
+}

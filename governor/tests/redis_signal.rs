@@ -62,7 +62,7 @@ async fn eval(g: &mut Governor, t_s: u64) -> (f64, Reason) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_redis_memory_drives_the_ratio_and_staleness() {
+async fn real_redis_memory_drives_the_ratio_goes_stale_and_comes_back() {
     let mut redis = RedisServer::start("8mb");
     let (dir, overrides) = policy_dir(&redis.url);
     let policy: Policy = load_dir(dir.path(), &overrides).unwrap();
@@ -157,6 +157,15 @@ async fn real_redis_memory_drives_the_ratio_and_staleness() {
     assert_eq!(eval(&mut g, 300).await, (0.7, Reason::SignalStale));
     assert_eq!(eval(&mut g, 325).await.0, 0.7);
     assert_eq!(eval(&mut g, 330).await, (0.6, Reason::SignalStale));
+
+    // Redis back on the same port (empty, calm): the signal is up and fresh at the next
+    // read, the stale reason goes, and recovery starts its stable period from there.
+    let _back = RedisServer::start_on(redis.port, "8mb");
+    assert_eq!(eval(&mut g, 335).await, (0.6, Reason::Recovering));
+    let h = g.signals().get(&redis_id()).unwrap();
+    assert!(h.up && h.last_value.unwrap() < 0.7, "{h:?}");
+    assert_eq!(eval(&mut g, 390).await.0, 0.6, "the stable period restarts");
+    assert_eq!(eval(&mut g, 395).await, (0.65, Reason::Recovering));
 }
 
 /// With maxmemory 0, the configured capacity_bytes is the denominator.
@@ -284,7 +293,7 @@ fn binary_serves_reloads_survives_redis_loss_and_stops_on_sigterm() {
         http_get(addr, "/v1/throttle?wait_s=60", &[("If-None-Match", &tag)])
     });
     wait_for_long_poll(addr);
-    let pid = i32::try_from(gov.pid()).unwrap();
+    let pid = i32::try_from(gov.id()).unwrap();
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let mut child = gov.take().unwrap();
@@ -360,7 +369,7 @@ fn binary_drains_within_its_deadline_and_restart_resumes_the_ratio() {
     let mut half = std::net::TcpStream::connect(addr).unwrap();
     half.write_all(b"GET /v1/throttle HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let pid = i32::try_from(gov.pid()).unwrap();
+    let pid = i32::try_from(gov.id()).unwrap();
     let mut child = gov.take().unwrap();
     let sent = std::time::Instant::now();
     // SAFETY: sending a signal to our own child process.

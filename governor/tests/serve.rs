@@ -87,6 +87,9 @@ async fn start_rescanning(
         state: state.map(|d| Arc::new(FileStore::new(d)) as Arc<dyn StateStore>),
         coordination: None,
         rescan,
+        grpc: Default::default(),
+        operator: huntgate_governor::operator::store::OperatorStore::Memory,
+        replica: "test".into(),
     };
     let (stop, shutdown) = watch::channel(false);
     let (tx, rx) = oneshot::channel();

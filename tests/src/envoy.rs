@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::http::Client;
+use crate::http::{Client, Connection};
 use crate::locate::{envoy_binary, envoy_template, wasm_module};
 use crate::metrics::Metrics;
 use crate::poll::{poll_until, try_poll_until, POLL_INTERVAL};
@@ -29,7 +29,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on an LDS update being applied or rejected.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Worker threads per Envoy.
-const CONCURRENCY: &str = "2";
+const CONCURRENCY: u32 = 2;
 /// Log lines printed when a test fails.
 const LOG_TAIL_LINES: usize = 80;
 /// Set to keep each Envoy's temporary directory (configs and log).
@@ -272,6 +272,22 @@ impl Envoy {
         })
     }
 
+    /// Opens `n` keep-alive connections to the public listener and waits (up to
+    /// `bound`) until Envoy reports all of them; panics unless every worker holds
+    /// at least one, so requests spread over them reach every worker.
+    pub fn connections_on_every_worker(&self, n: usize, bound: Duration) -> Vec<Connection> {
+        let connections: Vec<Connection> = (0..n).map(|_| Connection::open(self.addr())).collect();
+        let per_worker = poll_until("the connections to be accepted", bound, || {
+            let per_worker = self.connections_per_worker();
+            (per_worker.iter().sum::<u64>() == n as u64).then_some(per_worker)
+        });
+        assert!(
+            per_worker.len() >= 2 && per_worker.iter().all(|&c| c > 0),
+            "connections not spread over every worker: {per_worker:?}"
+        );
+        connections
+    }
+
     /// Active downstream connections of the public listener, per worker
     /// (index = worker number).
     pub fn connections_per_worker(&self) -> Vec<u64> {
@@ -298,6 +314,39 @@ impl Envoy {
             per_worker[worker] = value.trim().parse().unwrap_or(0);
         }
         per_worker
+    }
+
+    /// A new version of the filter module for [`Envoy::roll_out`]: the module
+    /// under test with a custom section `huntgate-e2e-version` holding `tag` appended
+    /// (valid wasm, other bytes, so Envoy builds a new VM for it).
+    pub fn new_filter_version(&self, tag: &str) -> PathBuf {
+        let mut bytes = std::fs::read(&self.wasm).expect("read the wasm module");
+        let name = b"huntgate-e2e-version";
+        let mut payload = vec![u8::try_from(name.len()).expect("short name")];
+        payload.extend_from_slice(name);
+        payload.extend_from_slice(tag.as_bytes());
+        bytes.push(0); // custom section
+        let mut size = payload.len();
+        loop {
+            let byte = u8::try_from(size & 0x7f).expect("7 bits");
+            size >>= 7;
+            if size == 0 {
+                bytes.push(byte);
+                break;
+            }
+            bytes.push(byte | 0x80);
+        }
+        bytes.extend_from_slice(&payload);
+        let path = self.dir.join(format!("huntgate-{tag}.wasm"));
+        std::fs::write(&path, bytes).expect("write the new filter version");
+        path
+    }
+
+    /// Rolls out the filter module `wasm` with `plugin` on the running listener (file-based
+    /// LDS), as a new filter version would be; panics if Envoy rejects it.
+    pub fn roll_out(&mut self, wasm: &Path, plugin: &Value) {
+        self.wasm = wasm.to_path_buf();
+        self.reconfigure(plugin);
     }
 
     /// Replaces the plugin configuration of the running listener (file-based
@@ -445,22 +494,14 @@ impl Envoy {
         let log = File::create(dir.join("envoy.log")).expect("create envoy.log");
         let child = Command::new(&binary)
             .current_dir(&dir)
-            .arg("-c")
-            .arg(&bootstrap_path)
-            .args(["--concurrency", CONCURRENCY])
-            // A base id no other Envoy uses, so several run side by side; hot
-            // restart off so none leaves a shared memory region in /dev/shm.
-            .args(["--use-dynamic-base-id", "--disable-hot-restart"])
+            // Info for the filter's own log lines.
+            .args(huntgate_harness::envoy::args(
+                &bootstrap_path,
+                CONCURRENCY,
+                "info",
+            ))
             .arg("--admin-address-path")
             .arg(dir.join("admin-address"))
-            // Info for the filter's own log lines; Envoy's start-up banner
-            // (component `main`) only from warnings up.
-            .args([
-                "--log-level",
-                "info",
-                "--component-log-level",
-                "main:warning",
-            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -506,9 +547,7 @@ impl Envoy {
         let Some(admin) = self.admin else {
             return false;
         };
-        let ready = probe_get(admin, "/ready")
-            .is_some_and(|(status, body)| status == 200 && body.trim() == "LIVE");
-        ready
+        huntgate_harness::envoy::is_ready(admin)
             && std::net::TcpStream::connect_timeout(&self.listener, Duration::from_secs(1)).is_ok()
     }
 
@@ -535,19 +574,6 @@ impl Drop for Envoy {
 
 /// Stat counting refused LDS updates.
 const LDS_REJECTED: &str = "listener_manager.lds.update_rejected";
-
-/// A GET that tolerates a not-yet-listening admin (no panic).
-fn probe_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().ok()?;
-    Some((status, body))
-}
 
 /// Whether `value` holds the string `needle` anywhere.
 fn contains_string(value: &Value, needle: &str) -> bool {

@@ -8,7 +8,6 @@
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use tempfile::TempDir;
 
 use crate::http::Client;
 use crate::locate::governor_binary;
-use crate::poll::{try_poll_until, POLL_INTERVAL};
 use crate::ports::free_port;
 use crate::process::ChildGuard;
+use huntgate_harness::governor::{serve_command, wait_ready, PolicyDir};
 
 /// Bound on the governor loading its policies and answering `/readyz`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,9 +27,10 @@ const LOG_TAIL_LINES: usize = 40;
 /// Attempts at starting when a picked port was taken in the meantime.
 const BIND_ATTEMPTS: usize = 3;
 
-/// A policy directory (`defaults.yaml` + `hunts/<hunt>.yaml`) in a
-/// temporary directory, which also holds the governor's log.
+/// A policy directory (the harness's: `defaults.yaml` + `hunts/<hunt>.yaml`, written
+/// atomically) in a temporary directory, which also holds the governor's log.
 pub struct Policies {
+    policies: PolicyDir,
     dir: TempDir,
 }
 
@@ -41,40 +41,25 @@ impl Policies {
             .prefix("huntgate-e2e-governor-")
             .tempdir()
             .expect("create temporary directory");
-        fs::create_dir(dir.path().join("hunts")).expect("create hunts/");
-        let policies = Self { dir };
-        policies.write("defaults.yaml", defaults);
-        policies
+        let policies = PolicyDir::create(dir.path().join("policies"), defaults)
+            .unwrap_or_else(|e| panic!("write the policy directory: {e}"));
+        Self { policies, dir }
     }
 
     /// The policy directory.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.policies.path()
     }
 
-    /// Writes (or replaces) `hunts/<hunt>.yaml`, atomically: the governor
-    /// ignores dot files, so a staged `.name` renamed into place is read
-    /// whole or not at all.
+    /// Writes (or replaces) `hunts/<hunt>.yaml`, atomically.
     pub fn set_hunt(&self, hunt: &str, yaml: &str) {
-        self.write(&format!("hunts/{hunt}.yaml"), yaml);
-    }
-
-    fn write(&self, relative: &str, content: &str) {
-        let target = self.dir.path().join(relative);
-        let name = target
-            .file_name()
-            .expect("policy file has a name")
-            .to_string_lossy()
-            .into_owned();
-        let staged = target.with_file_name(format!(".{name}.staged"));
-        fs::write(&staged, content).unwrap_or_else(|e| panic!("write {}: {e}", staged.display()));
-        fs::rename(&staged, &target)
-            .unwrap_or_else(|e| panic!("move {} into place: {e}", target.display()));
+        self.policies
+            .set_hunt(hunt, yaml)
+            .unwrap_or_else(|e| panic!("write hunts/{hunt}.yaml: {e}"));
     }
 
     fn log_path(&self) -> PathBuf {
-        // Beside the policies, not in them: the governor only reads
-        // defaults.yaml and hunts/.
+        // Beside the policies, not in them.
         self.dir.path().join("governor.log")
     }
 }
@@ -126,20 +111,12 @@ impl Governor {
             .append(true)
             .open(&log_path)
             .expect("open governor.log");
-        let child = Command::new(&binary)
-            .arg("serve")
-            .arg("--policies")
-            .arg(policies.path())
-            .arg("--listen")
-            .arg(addr.to_string())
+        let mut command = serve_command(&binary, policies.path(), addr, "info");
+        command
             .args(args)
-            .env("HUNTGATE_LOG", "info")
-            .env_remove("HUNTGATE_COORDINATION")
-            .env_remove("HUNTGATE_REDIS")
-            .env_remove("HUNTGATE_KAFKA")
-            .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
+            .stderr(log);
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         let mut governor = Self {
@@ -147,20 +124,12 @@ impl Governor {
             addr,
             log: log_path,
         };
-        let ready = try_poll_until(START_TIMEOUT, POLL_INTERVAL, || {
-            if governor.process.try_status().is_some() {
-                return Some(false);
+        match wait_ready(&mut governor.process, addr, START_TIMEOUT) {
+            Ok(()) => Ok(governor),
+            Err(why) => {
+                governor.process.stop();
+                Err(format!("{why}\n{}", governor.log()))
             }
-            probe_status(addr, "/readyz")
-                .map(|status| status == 200)
-                .filter(|ready| *ready)
-        })
-        .unwrap_or(false);
-        if ready {
-            Ok(governor)
-        } else {
-            governor.process.stop();
-            Err(governor.log())
         }
     }
 
@@ -204,15 +173,4 @@ impl Drop for Governor {
             );
         }
     }
-}
-
-/// The status of a GET that tolerates a not-yet-listening server.
-fn probe_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let response = agent.get(&format!("http://{addr}{path}")).call().ok()?;
-    Some(response.status().as_u16())
 }

@@ -6,10 +6,11 @@
 //! [`raw_get`] writes the request line byte for byte, for paths that a URL
 //! library would normalise or reject (`/x/../hunts/..`, `%2F`).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use huntgate_harness::http1;
 use serde_json::Value;
 
 use crate::upstream::UPSTREAM_MARK;
@@ -17,33 +18,19 @@ use crate::upstream::UPSTREAM_MARK;
 /// Timeout of a whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A response, fully read.
+/// A response, fully read: the harness's (status, headers with names lowercased and
+/// duplicates kept, body; `header` and `header_all`), with what the e2e tests read in it.
 #[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    /// Header names lowercased, duplicates kept.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+pub struct Response(pub http1::Response);
+
+impl std::ops::Deref for Response {
+    type Target = http1::Response;
+    fn deref(&self) -> &http1::Response {
+        &self.0
+    }
 }
 
 impl Response {
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every value of header `name`.
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
     /// The body as JSON; panics with the body if it is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
@@ -134,18 +121,18 @@ impl Client {
             .body_mut()
             .read_to_string()
             .unwrap_or_else(|e| panic!("reading body of GET {url}: {e}"));
-        Response {
+        Response(http1::Response {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// GET `path`, panicking unless the status is 200; returns the body.
     pub fn get_ok(&self, path: &str) -> String {
         let response = self.get(path, &[]);
         assert_eq!(response.status, 200, "GET {path}: {}", response.summary());
-        response.body
+        response.0.body
     }
 }
 
@@ -168,10 +155,31 @@ pub fn raw_get(addr: SocketAddr, raw_path: &str, headers: &[(&str, &str)]) -> Re
         .unwrap_or_else(|e| panic!("reading the response to GET {raw_path}: {e}"))
 }
 
+/// `request` written to a fresh connection byte for byte (for bytes that are not UTF-8,
+/// or framing a client library refuses to produce), and the answer read as by
+/// [`raw_get`]. `Err` when Envoy closed the connection without an HTTP answer.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT)).ok();
+    stream.write_all(request)?;
+    read_response(&mut BufReader::new(stream))
+}
+
 /// GET with `target` as the HTTP/2 `:path`, byte for byte (curl over h2c with
 /// prior knowledge and `--request-target`). `None` when curl could not send it
 /// or got no HTTP answer (Envoy may reset a stream it refuses).
 pub fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Option<Response> {
+    let headers: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_bytes()))
+        .collect();
+    h2_get_bytes(addr, target, &headers)
+}
+
+/// [`h2_get`] with header values as bytes (curl passes them through, UTF-8 or not).
+pub fn h2_get_bytes(addr: SocketAddr, target: &str, headers: &[(&str, &[u8])]) -> Option<Response> {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
     let mut command = std::process::Command::new("curl");
     command.args([
         "--silent",
@@ -184,7 +192,9 @@ pub fn h2_get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Optio
         target,
     ]);
     for (name, value) in headers {
-        command.arg("--header").arg(format!("{name}: {value}"));
+        let mut header = format!("{name}: ").into_bytes();
+        header.extend_from_slice(value);
+        command.arg("--header").arg(OsString::from_vec(header));
     }
     command.arg(format!("http://{addr}/"));
     let output = command
@@ -217,7 +227,15 @@ impl Connection {
 
     /// GET `path` with `headers` on this connection.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
-        let mut request = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        self.request("GET", path, headers)
+    }
+
+    /// `method` (without a body) on `path` with `headers` on this connection.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        if method != "GET" {
+            request.push_str("content-length: 0\r\n");
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -225,102 +243,13 @@ impl Connection {
         self.reader
             .get_mut()
             .write_all(request.as_bytes())
-            .unwrap_or_else(|e| panic!("send GET {path} to {}: {e}", self.addr));
+            .unwrap_or_else(|e| panic!("send {method} {path} to {}: {e}", self.addr));
         read_response(&mut self.reader)
-            .unwrap_or_else(|e| panic!("reading the response to GET {path}: {e}"))
+            .unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"))
     }
 }
 
-/// Reads one HTTP/1.1 response.
+/// One response off `reader`, read by the harness's HTTP/1.1 reader.
 fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
-    let status_line = read_line(reader)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| malformed(&status_line))?;
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?;
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').ok_or_else(|| malformed(&line))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let mut response = Response {
-        status,
-        headers,
-        body: String::new(),
-    };
-    let mut body = Vec::new();
-    if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
-        loop {
-            let size_line = read_line(reader)?;
-            let size = size_line
-                .split(';')
-                .next()
-                .and_then(|size| usize::from_str_radix(size.trim(), 16).ok())
-                .ok_or_else(|| malformed(&size_line))?;
-            if size == 0 {
-                while !read_line(reader)?.is_empty() {}
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            reader.read_exact(body.get_mut(start..).unwrap_or_default())?;
-            read_line(reader)?;
-        }
-    } else if let Some(length) = response.header("content-length") {
-        let length: u64 = length.parse().map_err(|_| malformed(length))?;
-        reader.take(length).read_to_end(&mut body)?;
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    response.body = String::from_utf8_lossy(&body).into_owned();
-    Ok(response)
-}
-
-/// One CRLF-terminated line without its terminator.
-fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-fn malformed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed response: {what:?}"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_chunked_response() {
-        let raw: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n\
-            transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nnext";
-        let response = read_response(&mut &raw[..]).expect("parses");
-        assert_eq!(response.status, 429);
-        assert_eq!(response.header("retry-after"), Some("30"));
-        assert_eq!(response.body, "abcde");
-    }
-
-    #[test]
-    fn reads_exactly_content_length() {
-        let raw: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1";
-        let response = read_response(&mut &raw[..]).expect("parses");
-        assert_eq!(response.body, "ok");
-    }
+    http1::read_response(reader).map(Response)
 }

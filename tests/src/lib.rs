@@ -7,11 +7,13 @@
 //! ports, [`envoy`] starts and reconfigures Envoy, [`upstream`] is the echo
 //! server, [`http`] the client, [`metrics`] reads Prometheus output,
 //! [`plugin`] builds plugin configurations, [`poll`] waits with a bound,
-//! [`governor`] runs a real governor over a policy directory, [`redis`] a
+//! [`governor`] runs a real governor over a policy directory,
+//! [`fault_governor`] a stand-in that misbehaves on demand, [`redis`] a
 //! real redis-server, [`openapi`]
 //! checks Kubernetes resources against their CRD schema.
 
 pub mod envoy;
+pub mod fault_governor;
 pub mod governor;
 pub mod http;
 pub mod locate;
@@ -27,7 +29,7 @@ pub mod upstream;
 
 pub use envoy::{Envoy, Exited, PathHandling, Reload};
 pub use governor::{Governor, Policies};
-pub use http::{h2_get, raw_get, Client, Connection, Response};
+pub use http::{h2_get, h2_get_bytes, raw_get, raw_request, Client, Connection, Response};
 pub use metrics::Metrics;
 pub use redis::Redis;
 pub use upstream::Upstream;

@@ -23,32 +23,14 @@ fn from_env(var: &str) -> Option<PathBuf> {
     })
 }
 
-/// The Envoy binary: `$HUNTGATE_ENVOY` (a path, or a name looked up on
-/// `PATH`), else `envoy` on `PATH`.
+/// The Envoy binary (the harness's lookup: `$HUNTGATE_ENVOY` as a name on `PATH` or a
+/// path, relative ones from the workspace root; the tool cache; `envoy` on `PATH`).
 pub fn envoy_binary() -> PathBuf {
-    let named = env::var("HUNTGATE_ENVOY")
-        .ok()
-        .filter(|v| !v.is_empty() && !v.contains('/'));
-    if let Some(name) = named {
-        return find_on_path(&name)
-            .unwrap_or_else(|| panic!("HUNTGATE_ENVOY={name} is not on PATH; run `make tools`"));
-    }
-    if let Some(path) = from_env("HUNTGATE_ENVOY") {
-        if path.is_file() {
-            return path;
-        }
+    huntgate_harness::envoy::envoy_binary(&workspace_root()).unwrap_or_else(|e| {
         panic!(
-            "HUNTGATE_ENVOY={} does not exist; run `make tools` (scripts/install-tools.sh)",
-            path.display()
-        );
-    }
-    if let Some(path) = find_on_path("envoy") {
-        return path;
-    }
-    panic!(
-        "Envoy not found: set HUNTGATE_ENVOY or put `envoy` on PATH \
-         (`make tools`, then `source ${{HUNTGATE_CACHE:-$HOME/.cache/huntgate}}/env.sh`)"
-    );
+            "{e} (`make tools`, then `source ${{HUNTGATE_CACHE:-$HOME/.cache/huntgate}}/env.sh`)"
+        )
+    })
 }
 
 /// The filter under test: `$HUNTGATE_WASM`, else `<workspace>/dist/huntgate.wasm`.
@@ -67,35 +49,42 @@ pub fn wasm_module() -> PathBuf {
 /// The governor binary: `$HUNTGATE_GOVERNOR`, else the workspace's debug
 /// build (`cargo build -p huntgate-governor`, which `make e2e` runs).
 pub fn governor_binary() -> PathBuf {
-    let path = from_env("HUNTGATE_GOVERNOR")
-        .unwrap_or_else(|| workspace_root().join("target/debug/huntgate-governor"));
+    huntgate_harness::governor::governor_binary(&workspace_root(), &["debug"])
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The crash-test build of the filter (`--features crash-test`, see `src/crash_test.rs`):
+/// `$HUNTGATE_CRASH_WASM`, else `target/crash-test/wasm32-wasip1/release/huntgate.wasm`
+/// (`make e2e` builds it).
+pub fn crash_test_wasm() -> PathBuf {
+    let path = from_env("HUNTGATE_CRASH_WASM").unwrap_or_else(|| {
+        workspace_root().join("target/crash-test/wasm32-wasip1/release/huntgate.wasm")
+    });
     if !path.is_file() {
         panic!(
-            "governor binary {} not found: build it with `cargo build -p huntgate-governor` \
-             (or set HUNTGATE_GOVERNOR)",
+            "crash-test wasm {} not found: `make e2e` builds it (or set HUNTGATE_CRASH_WASM)",
             path.display()
         );
     }
     path
 }
 
-/// redis-server: `$HUNTGATE_REDIS_SERVER`, else `redis-server` on `PATH`.
-pub fn redis_server_binary() -> PathBuf {
-    from_env("HUNTGATE_REDIS_SERVER")
-        .or_else(|| find_on_path("redis-server"))
-        .unwrap_or_else(|| {
-            panic!("redis-server not found: install it (`make tools`) or set HUNTGATE_REDIS_SERVER")
-        })
+/// `huntgatectl`: `$HUNTGATE_CTL`, else next to the governor binary (both are built by
+/// `cargo build -p huntgate-governor`).
+pub fn huntgatectl_binary() -> PathBuf {
+    let path =
+        from_env("HUNTGATE_CTL").unwrap_or_else(|| governor_binary().with_file_name("huntgatectl"));
+    if !path.is_file() {
+        panic!(
+            "huntgatectl {} not found: build it with `cargo build -p huntgate-governor` \
+             (or set HUNTGATE_CTL)",
+            path.display()
+        );
+    }
+    path
 }
 
 /// A committed Envoy config template under `envoy/`.
 pub fn envoy_template(relative: &str) -> PathBuf {
     workspace_root().join("envoy").join(relative)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let paths = env::var_os("PATH")?;
-    env::split_paths(&paths)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }

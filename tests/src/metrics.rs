@@ -14,6 +14,7 @@ pub const SHADOW_REJECTED: &str = "huntgate_shadow_rejected";
 pub const BAD_REQUEST: &str = "huntgate_bad_request";
 pub const UNTRACKED_HUNT: &str = "huntgate_untracked_hunt";
 pub const TICKET_INVALID: &str = "huntgate_ticket_invalid";
+pub const SESSION_ENDED: &str = "huntgate_session_ended";
 
 /// Governor feed metrics as exported.
 pub const GOVERNOR_FETCH_OK: &str = "huntgate_governor_fetch_ok";

@@ -15,6 +15,10 @@ use serde_json::{json, Value};
 /// Response header that marks a response as coming from this upstream.
 pub const UPSTREAM_MARK: &str = "x-e2e-upstream";
 
+/// Request header asking the upstream to add a header to its response:
+/// `x-e2e-respond-header: NAME: VALUE` (e.g. `x-huntgate-session: end`).
+pub const RESPOND_HEADER: &str = "x-e2e-respond-header";
+
 /// Idle keep-alive connections are checked this often for shutdown.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -137,10 +141,16 @@ fn serve_connection(stream: TcpStream, seen: &Mutex<Vec<SeenRequest>>, stop: &At
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader, stop) {
         let body = request.to_json().to_string();
+        let extra: String = request
+            .headers
+            .iter()
+            .filter(|(name, _)| name == RESPOND_HEADER)
+            .map(|(_, value)| format!("{value}\r\n"))
+            .collect();
         seen.lock().unwrap_or_else(|e| e.into_inner()).push(request);
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{UPSTREAM_MARK}: echo\r\n\
-             content-length: {}\r\n\r\n{body}",
+             {extra}content-length: {}\r\n\r\n{body}",
             body.len()
         );
         if writer.write_all(response.as_bytes()).is_err() {

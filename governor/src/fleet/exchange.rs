@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use huntgate_core::lease::{key_hex, parse_key_hex};
+
 use super::{AllocatorConfig, Fleet, HuntView, Report};
 use crate::clock::Millis;
 use crate::document::ThrottleDocument;
@@ -25,6 +27,11 @@ pub const MAX_REPORTED_HUNTS: usize = 65_536;
 pub const MAX_PROXY_SERIES: usize = 50;
 
 /// A proxy's report, as posted.
+///
+/// Besides the hunts, a report carries the sessions the proxy ended since its last
+/// acknowledged report (`ends`) and the cursor of the fleet ends it has recorded
+/// (`ends_after`); the answer's `ends` carries the others' ends after that cursor
+/// ([`super::ends`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
@@ -42,6 +49,13 @@ pub struct LeaseRequest {
     /// Per hunt id.
     #[serde(default)]
     pub hunts: BTreeMap<String, Report>,
+    /// Sessions the proxy ended: `[hunter key as 16 hex digits, ended at ms]`, at most
+    /// [`super::ends::MAX_ENDS_PER_REPORT`].
+    #[serde(default)]
+    pub ends: Vec<(String, u64)>,
+    /// The cursor of the last fleet ends the proxy recorded (absent: from the oldest held).
+    #[serde(default)]
+    pub ends_after: Option<String>,
 }
 
 /// One hunt's share in the answer.
@@ -60,6 +74,29 @@ pub struct LeaseAnswer {
     pub hunts: BTreeMap<String, ShareAnswer>,
 }
 
+/// The `ends` member of the answer: the other proxies' ends after the report's cursor.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndsAnswer {
+    /// The next report's `ends_after`.
+    pub cursor: String,
+    /// `[hunter key as 16 hex digits, ended at ms]`, oldest first.
+    pub sessions: Vec<(String, u64)>,
+}
+
+impl EndsAnswer {
+    /// The wire form of `since`.
+    pub fn new(since: super::ends::EndsSince) -> Self {
+        Self {
+            cursor: since.cursor,
+            sessions: since
+                .sessions
+                .into_iter()
+                .map(|(key, at)| (key_hex(key), at))
+                .collect(),
+        }
+    }
+}
+
 /// The whole answer: the throttle document with this proxy's leases.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExchangeAnswer<'a> {
@@ -68,6 +105,10 @@ pub struct ExchangeAnswer<'a> {
     pub document: &'a ThrottleDocument,
     /// This proxy's shares.
     pub leases: LeaseAnswer,
+    /// The fleet's ends for this proxy; absent when they could not be read (the proxy
+    /// then reports its own again and keeps its cursor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends: Option<EndsAnswer>,
 }
 
 /// A report that passed validation: the proxy id and its hunts by canonical id.
@@ -81,6 +122,17 @@ pub struct ValidReport {
     pub session_ttl_ms: Millis,
     /// A hash of its incarnation (0: not reported).
     pub incarnation: u64,
+    /// The sessions it ended (hunter key, ended at ms).
+    pub ends: Vec<(u64, u64)>,
+    /// Its fleet-ends cursor.
+    pub ends_after: Option<String>,
+}
+
+impl ValidReport {
+    /// The reporting process, as the ends log tells proxies apart.
+    pub fn origin(&self) -> u64 {
+        super::ends::origin_of(&self.proxy, self.incarnation)
+    }
 }
 
 /// FNV-1a of an incarnation id, never 0 (0 means "not reported").
@@ -126,6 +178,27 @@ pub fn validate(request: LeaseRequest) -> Result<ValidReport, String> {
             ))
         }
     };
+    let max_ends = super::ends::MAX_ENDS_PER_REPORT;
+    if request.ends.len() > max_ends {
+        return Err(format!("ends: at most {max_ends} per report"));
+    }
+    let mut ends = Vec::with_capacity(request.ends.len());
+    for (i, (key, at)) in request.ends.iter().enumerate() {
+        let key = parse_key_hex(key)
+            .ok_or_else(|| format!("ends[{i}]: the hunter key must be 16 hex digits"))?;
+        if *at >= 1 << 63 {
+            return Err(format!("ends[{i}]: the end time is not a time in ms"));
+        }
+        ends.push((key, *at));
+    }
+    let ends_after = match request.ends_after {
+        Some(cursor) if !is_id(&cursor) => {
+            return Err(format!(
+                "ends_after: must be 1-{MAX_PROXY_ID_LEN} visible ASCII characters"
+            ))
+        }
+        cursor => cursor,
+    };
     let mut hunts: BTreeMap<String, Report> = BTreeMap::new();
     for (raw, report) in request.hunts {
         let hunt = huntgate_core::hunt_id::normalize_hunt_id(&raw)
@@ -137,6 +210,8 @@ pub fn validate(request: LeaseRequest) -> Result<ValidReport, String> {
         hunts,
         session_ttl_ms,
         incarnation,
+        ends,
+        ends_after,
     })
 }
 

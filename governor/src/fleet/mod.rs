@@ -69,6 +69,7 @@
 //! allocator no longer counts them once it drops the proxy.
 
 mod config;
+pub mod ends;
 pub mod exchange;
 pub mod fair;
 mod hunt;

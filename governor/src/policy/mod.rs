@@ -6,6 +6,7 @@
 //! directory and reports a new policy when any file changed.
 
 pub mod compile;
+#[cfg(feature = "runtime")]
 pub mod events;
 pub mod overrides;
 pub mod raw;

@@ -9,9 +9,9 @@
     clippy::disallowed_methods
 )]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,32 +19,13 @@ use huntgate_governor::policy::Policy;
 use huntgate_governor::signal::SignalId;
 use huntgate_governor::sources::{SignalSource, SourceError, SourceFactory};
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Finds an executable on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+pub use huntgate_harness::tools::which;
+#[allow(unused_imports)] // used by some of the test crates that include this module
+pub use huntgate_harness::{ports::free_port, process::ChildGuard};
 
 /// Resolves a tool: `env` override, else `default`; fails the test with a clear message.
 pub fn tool(env: &str, default: Option<PathBuf>, what: &str) -> PathBuf {
-    let path = std::env::var_os(env).map(PathBuf::from).or(default);
-    match path {
-        Some(p) if p.is_file() => p,
-        other => panic!(
-            "{what} not found (looked at {other:?}): run scripts/install-governor-tools.sh or set {env}"
-        ),
-    }
+    huntgate_harness::tools::tool(env, default, what).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls `f` every 50 ms until it returns Some, or fails after `limit`.
@@ -62,108 +43,32 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
-/// A child process killed and reaped on drop.
-pub struct ChildGuard {
-    name: String,
-    child: Option<Child>,
-}
+/// A real redis-server (the harness's), with the governor tests' own Redis tools.
+pub struct RedisServer(huntgate_harness::redis::RedisServer);
 
-impl ChildGuard {
-    /// Wraps a spawned child.
-    pub fn new(name: &str, child: Child) -> Self {
-        Self {
-            name: name.to_string(),
-            child: Some(child),
-        }
+impl std::ops::Deref for RedisServer {
+    type Target = huntgate_harness::redis::RedisServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-
-    /// The child's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
-    }
-
-    /// Whether the child is still running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    /// Kills (SIGKILL) and reaps the child.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Takes the child out of the guard's care (the caller must reap it).
-    pub fn take(&mut self) -> Option<Child> {
-        self.child.take()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            eprintln!("stopping {}", self.name);
-        }
-        self.kill();
-    }
-}
-
-/// A real redis-server on a free loopback port.
-pub struct RedisServer {
-    pub port: u16,
-    pub url: String,
-    guard: ChildGuard,
-    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts `redis-server` with `maxmemory` (e.g. "8mb") and no persistence.
     pub fn start(maxmemory: &str) -> Self {
-        Self::start_on(free_port(), maxmemory)
+        Self(huntgate_harness::redis::RedisServer::start(maxmemory))
     }
 
     /// The same on `port` (e.g. again where a killed one listened).
     pub fn start_on(port: u16, maxmemory: &str) -> Self {
-        let bin = tool(
-            "HUNTGATE_REDIS_SERVER",
-            which("redis-server"),
-            "redis-server",
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let url = format!("redis://127.0.0.1:{port}");
-        let server = Self {
-            port,
-            url: url.clone(),
-            guard: ChildGuard::new(&format!("redis-server :{port}"), child),
-            _dir: dir,
-        };
-        let client = redis::Client::open(url.as_str()).unwrap();
-        wait_until(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            || {
-                let mut c = client
-                    .get_connection_with_timeout(Duration::from_millis(200))
-                    .ok()?;
-                redis::cmd("PING").query::<String>(&mut c).ok()
-            },
-        );
-        server
+        Self(huntgate_harness::redis::RedisServer::start_on(
+            port, maxmemory,
+        ))
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub fn kill(&mut self) {
+        self.0.kill();
     }
 
     /// A synchronous connection.
@@ -208,66 +113,38 @@ impl RedisServer {
             .query(&mut self.conn())
             .unwrap();
     }
-
-    /// Kills the server (SIGKILL).
-    pub fn kill(&mut self) {
-        self.guard.kill();
-    }
 }
 
-/// A real tansu broker (sqlite storage) on a free loopback port.
+/// A real tansu broker (the harness's) with its storage in a temporary directory.
 pub struct Tansu {
-    pub port: u16,
-    pub brokers: String,
-    guard: ChildGuard,
+    broker: huntgate_harness::tansu::Tansu,
     _dir: tempfile::TempDir,
 }
 
+impl std::ops::Deref for Tansu {
+    type Target = huntgate_harness::tansu::Tansu;
+    fn deref(&self) -> &Self::Target {
+        &self.broker
+    }
+}
+
 impl Tansu {
-    /// Starts `tansu broker` and waits until it accepts connections.
+    /// Starts `tansu broker` on a free port and waits until it accepts connections.
     pub fn start() -> Self {
-        let default = std::env::var_os("HOME")
-            .map(|h| Path::new(&h).join(".cache/huntgate/tansu/bin/tansu"))
-            .filter(|p| p.is_file())
-            .or_else(|| which("tansu"));
-        let bin = tool("HUNTGATE_TANSU", default, "tansu");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // The sqlite path is relative to the working directory (the temp dir).
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tansu");
-        let mut guard = ChildGuard::new(&format!("tansu :{port}"), child);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log_path = dir.path().join("tansu.log");
-        wait_until(Duration::from_secs(30), "tansu to listen", || {
-            if !guard.is_running() {
-                panic!(
-                    "tansu exited at start-up: {}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-        });
-        Self {
-            port,
-            brokers: format!("127.0.0.1:{port}"),
-            guard,
-            _dir: dir,
-        }
+        let broker =
+            huntgate_harness::tansu::Tansu::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        Self { broker, _dir: dir }
     }
 
     /// Kills the broker (SIGKILL).
     pub fn kill(&mut self) {
-        self.guard.kill();
+        self.broker.kill();
+    }
+
+    /// Starts the broker again on the same port and storage (after [`Self::kill`]).
+    pub fn restart(&mut self) {
+        self.broker.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use huntgate_e2e::metrics::{GOVERNOR_FETCH_FAILED, GOVERNOR_FETCH_OK};
+use huntgate_e2e::fault_governor::{Fault, FaultyGovernor};
+use huntgate_e2e::metrics::{GOVERNOR_FETCH_FAILED, GOVERNOR_FETCH_OK, GOVERNOR_UP};
 use huntgate_e2e::plugin::{self, HUNTER_HEADER};
 use huntgate_e2e::poll::{poll_until, try_poll_until, POLL_INTERVAL};
 use huntgate_e2e::{Connection, Envoy, Governor, Policies, Upstream};
@@ -58,17 +59,7 @@ impl Workers {
     /// Opens [`CONNECTIONS`] connections and checks that every worker holds
     /// at least one.
     fn open(envoy: &Envoy) -> Self {
-        let connections: Vec<Connection> = (0..CONNECTIONS)
-            .map(|_| Connection::open(envoy.addr()))
-            .collect();
-        let per_worker = poll_until("the connections to be accepted", BOUND, || {
-            let per_worker = envoy.connections_per_worker();
-            (per_worker.iter().sum::<u64>() == CONNECTIONS as u64).then_some(per_worker)
-        });
-        assert!(
-            per_worker.len() >= 2 && per_worker.iter().all(|&n| n > 0),
-            "connections not spread over every worker: {per_worker:?}"
-        );
+        let connections = envoy.connections_on_every_worker(CONNECTIONS, BOUND);
         Self {
             connections,
             probes: 0,
@@ -256,4 +247,170 @@ fn stopped_governor_keeps_last_ratio_until_max_stale_then_fallback() {
         .unwrap_or_else(|log| panic!("governor did not restart:\n{log}"));
     workers.wait_for_limit(5, BOUND);
     assert_sessions_pass(&envoy, &tickets);
+}
+
+/// Runs huntgatectl against `grpc` with `tokens`; its stdout (the command must succeed).
+fn huntgatectl(grpc: &str, tokens: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(huntgate_e2e::locate::huntgatectl_binary())
+        .args(["--addr", grpc, "--token-file"])
+        .arg(tokens)
+        .args(args)
+        .output()
+        .expect("run huntgatectl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "huntgatectl {args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn an_override_set_over_grpc_reaches_every_worker_and_admitted_hunters_keep_playing() {
+    // The orchestrator's path end to end: huntgatectl → the governor's gRPC API →
+    // the throttle document → the filter's long poll → every worker's limit.
+    let upstream = Upstream::start();
+    let policies = Policies::new(DEFAULTS);
+    policies.set_hunt(HUNT, &format!("max_hunters: {MAX_HUNTERS}\n"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let tokens = work.path().join("tokens");
+    std::fs::write(&tokens, "e2e-orchestrator e2e-token-0123456789abcdef\n").expect("tokens");
+    let grpc_addr = format!("127.0.0.1:{}", huntgate_e2e::ports::free_port());
+    let token_arg = tokens.to_string_lossy().into_owned();
+    let governor = Governor::start_with_args(
+        &policies,
+        &["--grpc-listen", &grpc_addr, "--grpc-token-file", &token_arg],
+    );
+    let grpc = format!("http://{grpc_addr}");
+    let feed = json!({"poll_interval_ms": 60_000, "long_poll_s": 25});
+    let envoy = Envoy::start_with_governor(&plugin_config(feed), &upstream, governor.addr());
+    wait_for_feed(&envoy);
+    let tickets = admit(&envoy, 5);
+
+    let out = huntgatectl(
+        &grpc,
+        &tokens,
+        &["set", HUNT, "--max-hunters", "5", "--reason", "e2e spike"],
+    );
+    assert!(out.contains("limit 5 = floor(max_hunters 5"), "{out}");
+    let mut workers = Workers::open(&envoy);
+    workers.wait_for_limit(5, BOUND);
+    assert_sessions_pass(&envoy, &tickets);
+
+    // An override replaces the previous one whole: keep max 5, pin 0.4 → limit 2.
+    let out = huntgatectl(
+        &grpc,
+        &tokens,
+        &[
+            "set",
+            HUNT,
+            "--max-hunters",
+            "5",
+            "--pin",
+            "0.4",
+            "--reason",
+            "e2e deeper cut",
+        ],
+    );
+    assert!(
+        out.contains("limit 2 = floor(max_hunters 5 × ratio 0.4)"),
+        "{out}"
+    );
+    workers.wait_for_limit(2, BOUND);
+    assert_sessions_pass(&envoy, &tickets);
+
+    huntgatectl(
+        &grpc,
+        &tokens,
+        &["set", HUNT, "--mode", "open", "--reason", "e2e open"],
+    );
+    poll_until("the hunt to admit again once opened", BOUND, || {
+        workers.limits().contains(&None).then_some(())
+    });
+    let audit = huntgatectl(&grpc, &tokens, &["audit", "--hunt", HUNT]);
+    assert_eq!(audit.matches("set_override").count(), 3, "{audit}");
+}
+
+/// The document the faulty governor serves while healthy: the hunt at ratio 0.5 (limit 5).
+fn half_open_document() -> Value {
+    json!({
+        "version": 7,
+        "generated_at_ms": 1,
+        "ttl_s": 10,
+        "default_ratio": 1.0,
+        "hunts": {HUNT: {"max_hunters": MAX_HUNTERS, "ratio": 0.5, "limit": 5, "reason": "pinned"}},
+    })
+}
+
+/// One fault of the governor, end to end: while it lasts no request waits on it (every
+/// probe is answered), the last good document stays in force, the filter's metrics show
+/// the failed fetches, ticket holders keep playing; after `max_stale_s` the fallback
+/// applies; once the governor is healthy again its limit returns.
+fn a_governor_fault_holds_no_request_and_heals(fault: Fault) {
+    const MAX_STALE_S: u64 = 3;
+    let upstream = Upstream::start();
+    let governor = FaultyGovernor::start(half_open_document());
+    let feed = json!({
+        "poll_interval_ms": 200,
+        "long_poll_s": 0,
+        "timeout_ms": 300,
+        "max_stale_s": MAX_STALE_S,
+        "on_stale": {"ratio": 0.2},
+    });
+    let envoy = Envoy::start_with_governor(&plugin_config(feed), &upstream, governor.addr());
+    wait_for_feed(&envoy);
+    let tickets = admit(&envoy, 5);
+    let mut workers = Workers::open(&envoy);
+    assert_eq!(workers.limits(), vec![Some(5); CONNECTIONS]);
+
+    governor.set(fault.clone());
+    let failed_before = envoy
+        .metrics()
+        .get(GOVERNOR_FETCH_FAILED, &[])
+        .unwrap_or(0.0);
+    poll_until("failed fetches and governor_up 0", BOUND, || {
+        let m = envoy.metrics();
+        (m.get(GOVERNOR_FETCH_FAILED, &[]).unwrap_or(0.0) >= failed_before + 2.0
+            && m.get(GOVERNOR_UP, &[]) == Some(0.0))
+        .then_some(())
+    });
+    assert_sessions_pass(&envoy, &tickets);
+    // Every probe below is answered (a request waiting on the governor would hit the
+    // client's timeout); the fallback comes once the document is max_stale_s old.
+    workers.wait_for_limit(2, BOUND);
+    assert_sessions_pass(&envoy, &tickets);
+    assert!(
+        !envoy.log().contains("panicked"),
+        "{fault:?}: a worker panicked:\n{}",
+        envoy.log()
+    );
+
+    governor.set(Fault::Healthy);
+    workers.wait_for_limit(5, BOUND);
+    poll_until("governor_up 1 again", BOUND, || {
+        (envoy.metrics().get(GOVERNOR_UP, &[]) == Some(1.0)).then_some(())
+    });
+    assert_sessions_pass(&envoy, &tickets);
+    assert!(governor.requests() > 3);
+}
+
+#[test]
+fn a_hung_governor_that_accepts_and_never_answers_holds_no_request() {
+    a_governor_fault_holds_no_request_and_heals(Fault::Hung);
+}
+
+#[test]
+fn a_governor_answering_after_the_timeout_counts_as_down() {
+    a_governor_fault_holds_no_request_and_heals(Fault::Slow(Duration::from_millis(1500)));
+}
+
+#[test]
+fn a_governor_answering_garbage_or_absurd_values_is_refused_and_the_last_document_stays() {
+    a_governor_fault_holds_no_request_and_heals(Fault::Garbage);
+    let mut absurd = half_open_document();
+    absurd["hunts"][HUNT]["ratio"] = json!(7.5);
+    absurd["hunts"][HUNT]["max_hunters"] = json!(4_000_000_000u64);
+    absurd["default_ratio"] = json!(-3);
+    a_governor_fault_holds_no_request_and_heals(Fault::Absurd(absurd));
 }

@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
-use huntgate_e2e::plugin;
+use huntgate_e2e::h2_get;
+use huntgate_e2e::plugin::{self, HUNTER_HEADER, TICKET_HEADER};
 use huntgate_e2e::poll::try_poll_until;
 use huntgate_e2e::{Envoy, Upstream};
 use serde_json::json;
 
-use crate::{assert_admitted, assert_hunt_full, assert_passed, join, with_cookie, with_ticket};
+use crate::{
+    assert_admitted, assert_hunt_full, assert_passed, join, join_path, with_cookie, with_ticket,
+};
 
 /// `ticket` with one character in the middle changed.
 fn tampered(ticket: &str) -> String {
@@ -102,4 +105,73 @@ fn expired_ticket_counts_as_no_ticket() {
         1,
         1,
     );
+}
+
+/// The shared table of ticket attacks (`core/tests/cases/tickets.tsv`).
+const TICKET_CASES: &str = include_str!("../../../core/tests/cases/tickets.tsv");
+
+/// Header names the shared ticket-attack code expects.
+const HUNTER: &str = HUNTER_HEADER;
+const TICKET: &str = TICKET_HEADER;
+
+// The table's ticket changes and ways of presenting, one copy for both suites.
+include!("../../../core/tests/cases/ticket_attacks.rs");
+
+#[test]
+fn no_ticket_attack_of_the_shared_table_gets_in_or_moves_the_count() {
+    let upstream = Upstream::start();
+    let config = plugin::config(json!({"max_hunters": 1, "hunts": {"other": {"max_hunters": 5}}}));
+    let envoy = Envoy::start(&config, &upstream);
+    let client = envoy.client();
+    let alice = assert_admitted(&join(&client, "vault", "alice"), "vault", 300);
+    let carol_other = assert_admitted(&join(&client, "other", "carol"), "other", 300);
+    // alice's ticket for vault from a proxy whose only secret was rotated out here.
+    let mut old = config.clone();
+    old["ticket_secrets"] = json!(["a-rotated-out-secret-0123456789"]);
+    let retired = Envoy::start(&old, &upstream);
+    let rotated_out = assert_admitted(&join(&retired.client(), "vault", "alice"), "vault", 300);
+    drop(retired);
+
+    let attacks = attacks(TICKET_CASES, &alice, &carol_other, &rotated_out);
+    for Attack {
+        case,
+        headers,
+        expect,
+    } in &attacks
+    {
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let h1 = client.get(&join_path("vault"), &refs);
+        let h2 = h2_get(envoy.addr(), &join_path("vault"), &refs)
+            .unwrap_or_else(|| panic!("{case}: no HTTP/2 answer"));
+        for (protocol, response) in [("HTTP/1.1", h1), ("HTTP/2", h2)] {
+            match *expect {
+                "full" => {
+                    assert_eq!(
+                        response.status,
+                        429,
+                        "{case} over {protocol}: {}",
+                        response.summary()
+                    );
+                    assert!(
+                        !response.from_upstream(),
+                        "{case} over {protocol} reached the hunt"
+                    );
+                    let body = response.json();
+                    assert_eq!(
+                        (body["error"].as_str(), body["active"].as_u64()),
+                        (Some("hunt_full"), Some(1)),
+                        "{case} over {protocol}: the count moved"
+                    );
+                }
+                "session" => assert_passed(&response, "session"),
+                other => panic!("unknown expect `{other}` in tickets.tsv"),
+            }
+        }
+    }
+    assert!(attacks.len() >= 20, "only {} cases read", attacks.len());
+    assert_hunt_full(&join(&client, "vault", "after-every-attack"), "vault", 1, 1);
+    assert_passed(&with_ticket(&client, "vault", "alice", &alice), "session");
 }
