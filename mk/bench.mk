@@ -5,7 +5,10 @@
 #                     scale points), control-path speed, footprint, throughput and
 #                     latency; prints a table, writes bench-out/results.{json,md}
 #   make bench-smoke  the instruction-count gate on a tiny setting (run by make test):
-#                     fails if the hot path adds more than 35k × 1.2 instructions
+#                     fails if the hot path adds more than BENCH_HOT_GATE (52k) instructions
+#   make bench-control only the control-path items (policy edit → every worker, polling
+#                     and long-poll, BENCH_CONTROL_SAMPLES (20) each; Redis crossing,
+#                     BENCH_REDIS_SAMPLES (5)); merged into bench-out/results.{json,md}
 #   make bench-fleet  only the fleet-lease items (issue 10; also part of make bench):
 #                     the governor under 1,000 proxies × 100 hunts of lease reports,
 #                     burst → raised share in force, a join's instructions under a
@@ -18,7 +21,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-fleet bench-build flood soak
+.PHONY: bench bench-smoke bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -33,6 +36,10 @@ bench: tools wasm bench-build
 bench-fleet: tools wasm bench-build
 	cargo build --release -p huntgate-governor
 	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) fleet
+
+bench-control: tools wasm bench-build
+	cargo build --release -p huntgate-governor
+	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) control
 
 # The smoke run uses the debug governor (the e2e suite builds it anyway).
 # Gate: a regression gate at today's hot path (≈ 44k added: 41.7k–46.1k on the

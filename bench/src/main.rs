@@ -24,6 +24,11 @@ use serde_json::{json, Value};
 const HOT_GOAL: f64 = 35_000.0;
 const SMOKE_MARGIN: f64 = 1.2;
 
+/// `long_poll_s` of the filter in the control-path item with polling (0: plain polls).
+const CONTROL_POLL_S: u32 = 0;
+/// `long_poll_s` of the filter in the control-path item with long-poll.
+const CONTROL_LONG_POLL_S: u32 = 25;
+
 /// The run's settings.
 struct Settings {
     smoke: bool,
@@ -333,52 +338,130 @@ fn goals(results: &Value) -> Vec<Goal> {
     goals
 }
 
-/// `huntgate-bench redis`: runs the Redis-crossing step again into an existing
-/// bench-out/results.json (and re-renders the tables).
-fn rerun_redis() -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let out = root.join("bench-out");
-    let dir = out.join("runs");
-    let wasm = out.join("huntgate.wasm").canonicalize()?;
-    let path = out.join("results.json");
-    let mut results: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
-    let samples = env_u32("BENCH_REDIS_SAMPLES", 5);
-    results["control"]["redis"] = control::redis_crossing_latency(&root, &dir, &wasm, samples)?;
-    let goals = goals(&results);
-    results["goals"] = goals.iter().map(Goal::to_json).collect();
-    let (text, md) = report::render(&results, &goals);
-    fs::write(&path, serde_json::to_string_pretty(&results)?)?;
-    fs::write(out.join("results.md"), &md)?;
-    println!("{text}");
-    Ok(())
-}
-
-/// `huntgate-bench fleet`: runs the fleet-lease items again into bench-out/results.json
-/// (created when missing) and re-renders the tables. `BENCH_FLEET_ONLY` = a
-/// comma-separated subset of `governor,burst,join`.
-fn rerun_fleet() -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let out = root.join("bench-out");
-    let dir = out.join("runs-fleet");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
+/// Empties (creates) `dir` and copies the filter under test (`BENCH_WASM`, default
+/// dist/huntgate.wasm) to `copy_in`/huntgate.wasm; returns the copy's path.
+fn empty_dir_and_filter(root: &Path, dir: &Path, copy_in: &Path) -> Result<PathBuf> {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir)?;
     let source = std::env::var("BENCH_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
-    let wasm = copy_artifact(&source, &out.join("huntgate.wasm"))?;
-    let path = out.join("results.json");
-    let mut results: Value = fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_else(|| json!({"machine": report::machine(), "mode": "fleet"}));
+    copy_artifact(&source, &copy_in.join("huntgate.wasm"))
+}
+
+/// Where a run of one bench mode works: the checkout, bench-out/, its scratch
+/// directory bench-out/runs-<mode> (emptied) and its own copy of the filter (others
+/// may rebuild dist/ while it runs).
+struct Scratch {
+    root: PathBuf,
+    out: PathBuf,
+    dir: PathBuf,
+    /// The copy of `BENCH_WASM` (default dist/huntgate.wasm) the run loads.
+    wasm: PathBuf,
+}
+
+impl Scratch {
+    fn prepare(mode: &str) -> Result<Self> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .canonicalize()?;
+        let out = root.join("bench-out");
+        let dir = out.join(format!("runs-{mode}"));
+        let wasm = empty_dir_and_filter(&root, &dir, &dir)?;
+        Ok(Self {
+            root,
+            out,
+            dir,
+            wasm,
+        })
+    }
+}
+
+/// A re-run of some bench items into bench-out/results.json: the other items keep
+/// their figures; the file is created when missing.
+struct Rerun {
+    scratch: Scratch,
+    results: Value,
+}
+
+impl Rerun {
+    fn prepare(mode: &str) -> Result<Self> {
+        let scratch = Scratch::prepare(mode)?;
+        let results = fs::read_to_string(scratch.out.join("results.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| json!({"machine": report::machine(), "mode": mode}));
+        Ok(Self { scratch, results })
+    }
+
+    /// Re-evaluates the goals, writes results.{json,md}, prints the tables and fails
+    /// naming every item of `section` among `keys` that has an error.
+    fn finish(mut self, section: &str, keys: &[&str]) -> Result<()> {
+        let goals = goals(&self.results);
+        self.results["goals"] = goals.iter().map(Goal::to_json).collect();
+        let (text, md) = report::render(&self.results, &goals);
+        fs::write(
+            self.scratch.out.join("results.json"),
+            serde_json::to_string_pretty(&self.results)?,
+        )?;
+        fs::write(self.scratch.out.join("results.md"), &md)?;
+        println!("{text}");
+        let errors: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.results[section][**k]["error"].is_null())
+            .map(|k| format!("{section} {k}: {}", self.results[section][*k]["error"]))
+            .collect();
+        if !errors.is_empty() {
+            bail!("{section} steps failed:\n{}", errors.join("\n"));
+        }
+        Ok(())
+    }
+}
+
+/// `huntgate-bench control` (or `redis`, the Redis crossing alone): runs the
+/// control-path items again (policy edit → every worker with polling and with
+/// long-poll, `BENCH_CONTROL_SAMPLES` each; Redis crossing, `BENCH_REDIS_SAMPLES`).
+fn rerun_control(redis_only: bool) -> Result<()> {
+    let mut rerun = Rerun::prepare("control")?;
+    let settings = settings(false);
+    let Scratch {
+        root, dir, wasm, ..
+    } = &rerun.scratch;
+    let mut timings = Vec::new();
+    let mut control = rerun.results["control"].clone();
+    if !redis_only {
+        for (key, label, long_poll_s) in [
+            ("poll", "control path: poll", CONTROL_POLL_S),
+            ("long_poll", "control path: long-poll", CONTROL_LONG_POLL_S),
+        ] {
+            control[key] = step(label, &mut timings, || {
+                control::pin_ratio_latency(root, dir, wasm, long_poll_s, settings.control_samples)
+            });
+        }
+    }
+    control["redis"] = step("control path: Redis crossing", &mut timings, || {
+        control::redis_crossing_latency(root, dir, wasm, settings.redis_samples)
+    });
+    rerun.results["control"] = control;
+    rerun.results["control_timings"] = Value::Array(timings);
+    rerun.finish("control", &["poll", "long_poll", "redis"])
+}
+
+/// `huntgate-bench fleet`: runs the fleet-lease items again. `BENCH_FLEET_ONLY` = a
+/// comma-separated subset of `governor,burst,join`.
+fn rerun_fleet() -> Result<()> {
+    let mut rerun = Rerun::prepare("fleet")?;
     let only = std::env::var("BENCH_FLEET_ONLY").unwrap_or_default();
     let mut timings = Vec::new();
-    let previous = results["fleet"].clone();
-    let mut fresh = fleet::measure(&root, &dir, &wasm, &fleet_settings(), &only, &mut timings);
+    let previous = rerun.results["fleet"].clone();
+    let mut fresh = fleet::measure(
+        &rerun.scratch.root,
+        &rerun.scratch.dir,
+        &rerun.scratch.wasm,
+        &fleet_settings(),
+        &only,
+        &mut timings,
+    );
     // Items not re-run keep their previous figures.
     if let (Some(fresh), Some(previous)) = (fresh.as_object_mut(), previous.as_object()) {
         for (key, value) in previous {
@@ -387,23 +470,9 @@ fn rerun_fleet() -> Result<()> {
             }
         }
     }
-    results["fleet"] = fresh;
-    results["fleet_timings"] = Value::Array(timings);
-    let goals = goals(&results);
-    results["goals"] = goals.iter().map(Goal::to_json).collect();
-    let (text, md) = report::render(&results, &goals);
-    fs::write(&path, serde_json::to_string_pretty(&results)?)?;
-    fs::write(out.join("results.md"), &md)?;
-    println!("{text}");
-    let errors: Vec<String> = ["governor", "governor_small", "burst", "join"]
-        .iter()
-        .filter(|k| !results["fleet"][**k]["error"].is_null())
-        .map(|k| format!("fleet {k}: {}", results["fleet"][*k]["error"]))
-        .collect();
-    if !errors.is_empty() {
-        bail!("fleet steps failed:\n{}", errors.join("\n"));
-    }
-    Ok(())
+    rerun.results["fleet"] = fresh;
+    rerun.results["fleet_timings"] = Value::Array(timings);
+    rerun.finish("fleet", &["governor", "governor_small", "burst", "join"])
 }
 
 /// The fleet items' settings (full run and `huntgate-bench fleet`).
@@ -425,17 +494,12 @@ fn fleet_settings() -> fleet::FleetSettings {
 /// (SOAK_MINUTES, default 30, at SOAK_RATE joins/s, default 100): writes
 /// bench-out/<mode>.json and .md.
 fn flood_or_soak(mode: &str) -> Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let out = root.join("bench-out");
-    let dir = out.join(format!("runs-{mode}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    let source = std::env::var("BENCH_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
-    let wasm = copy_artifact(&source, &dir.join("huntgate.wasm"))?;
+    let Scratch {
+        root,
+        out,
+        dir,
+        wasm,
+    } = Scratch::prepare(mode)?;
     let env_u64 = |name: &str, default: u64| -> u64 {
         std::env::var(name)
             .ok()
@@ -463,8 +527,8 @@ fn main() -> Result<()> {
     let mode = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "full".to_string());
-    if mode == "redis" {
-        return rerun_redis();
+    if mode == "control" || mode == "redis" {
+        return rerun_control(mode == "redis");
     }
     if mode == "fleet" {
         return rerun_fleet();
@@ -477,7 +541,7 @@ fn main() -> Result<()> {
         "smoke" => (true, false),
         "gate" => (true, true),
         other => {
-            bail!("usage: huntgate-bench [full|smoke|gate|redis|fleet|flood|soak] (got {other:?})")
+            bail!("usage: huntgate-bench [full|smoke|gate|control|redis|fleet|flood|soak] (got {other:?})")
         }
     };
     let started = Instant::now();
@@ -493,13 +557,8 @@ fn main() -> Result<()> {
         ),
     });
     let dir = out.join("runs");
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
     // Copies: others may rebuild dist/ while the bench runs.
-    let source = std::env::var("BENCH_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
-    let wasm = copy_artifact(&source, &out.join("huntgate.wasm"))?;
+    let wasm = empty_dir_and_filter(&root, &dir, &out)?;
     let empty = copy_artifact(
         &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
         &out.join("empty-filter.wasm"),
@@ -590,10 +649,9 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let (poll_s, long_s) = (0, 25);
     let control = json!({
-        "poll": if smoke { Value::Null } else { step("control path: poll", &mut timings, || control::pin_ratio_latency(&root, &dir, &wasm, poll_s, settings.control_samples)) },
-        "long_poll": step("control path: long-poll", &mut timings, || control::pin_ratio_latency(&root, &dir, &wasm, long_s, settings.control_samples)),
+        "poll": if smoke { Value::Null } else { step("control path: poll", &mut timings, || control::pin_ratio_latency(&root, &dir, &wasm, CONTROL_POLL_S, settings.control_samples)) },
+        "long_poll": step("control path: long-poll", &mut timings, || control::pin_ratio_latency(&root, &dir, &wasm, CONTROL_LONG_POLL_S, settings.control_samples)),
         "redis": if settings.redis_samples == 0 { Value::Null } else { step("control path: Redis crossing", &mut timings, || control::redis_crossing_latency(&root, &dir, &wasm, settings.redis_samples)) },
     });
     let footprint = if smoke {
