@@ -153,13 +153,7 @@ impl TicketKeys {
         ) else {
             return Err(TicketError::Malformed);
         };
-        self.check_mac(body, mac_b64)?;
-        let ticket_hunt = URL_SAFE_NO_PAD
-            .decode(hunt_b64)
-            .map_err(|_| TicketError::Malformed)?;
-        if ticket_hunt != hunt.as_bytes() {
-            return Err(TicketError::OtherHunt);
-        }
+        self.check_signed_for(body, mac_b64, hunt_b64, hunt)?;
         let seq: u64 = seq.parse().map_err(|_| TicketError::Malformed)?;
         let issued_ms: u64 = issued.parse().map_err(|_| TicketError::Malformed)?;
         let ttl_ms = u64::from(ttl_s) * 1000;
@@ -176,6 +170,25 @@ impl TicketKeys {
             seq,
             issued_ms,
         })
+    }
+
+    /// The MAC of `body` (any current key), then the ticket's hunt (`hunt_b64`) against
+    /// the requested `hunt`: session and queue tickets alike.
+    fn check_signed_for(
+        &self,
+        body: &str,
+        mac_b64: &str,
+        hunt_b64: &str,
+        hunt: &str,
+    ) -> Result<(), TicketError> {
+        self.check_mac(body, mac_b64)?;
+        let ticket_hunt = URL_SAFE_NO_PAD
+            .decode(hunt_b64)
+            .map_err(|_| TicketError::Malformed)?;
+        if ticket_hunt != hunt.as_bytes() {
+            return Err(TicketError::OtherHunt);
+        }
+        Ok(())
     }
 
     fn check_mac(&self, body: &str, mac_b64: &str) -> Result<(), TicketError> {
@@ -245,13 +258,7 @@ impl TicketKeys {
             (VERSION, Some(issued), None) => Some(issued),
             _ => return Err(TicketError::Malformed),
         };
-        self.check_mac(body, mac_b64)?;
-        let ticket_hunt = URL_SAFE_NO_PAD
-            .decode(hunt_b64)
-            .map_err(|_| TicketError::Malformed)?;
-        if ticket_hunt != hunt.as_bytes() {
-            return Err(TicketError::OtherHunt);
-        }
+        self.check_signed_for(body, mac_b64, hunt_b64, hunt)?;
         let expires_s: u32 = exp.parse().map_err(|_| TicketError::Malformed)?;
         let issued_ms: u64 = match issued {
             Some(issued) => issued.parse().map_err(|_| TicketError::Malformed)?,
