@@ -403,6 +403,37 @@ pub fn measure(
     })
 }
 
+/// Instructions per second of an idle Envoy running `case`'s filters (no
+/// request): the slope between an idle phase of `short` and one of `long`, each
+/// run once per `repeats` and the lowest total kept. What grows with idle time is
+/// the timers: Envoy's own and the filter's 1 s tick (the sweeper's work).
+pub fn idle_per_second(
+    root: &Path,
+    dir: &Path,
+    case: &Case,
+    short: Duration,
+    long: Duration,
+    repeats: u32,
+) -> Result<f64> {
+    let mut best: Option<(u64, u64)> = None;
+    for _ in 0..repeats.max(1) {
+        let (i2, _) = run(root, dir, case, 0, Some(long))?;
+        let (i1, _) = run(root, dir, case, 0, Some(short))?;
+        best = Some(best.map_or((i1, i2), |(b1, b2)| (b1.min(i1), b2.min(i2))));
+    }
+    let (i1, i2) = best.ok_or_else(|| anyhow!("no run"))?;
+    let seconds = long.saturating_sub(short).as_secs_f64().max(1e-3);
+    let per_second = (i2 as f64 - i1 as f64) / seconds;
+    eprintln!(
+        "  {:<34} {:>12.0} instr/s idle ({} → {} s)",
+        case.id,
+        per_second,
+        short.as_secs(),
+        long.as_secs()
+    );
+    Ok(per_second)
+}
+
 /// Measures every case, `jobs` at a time, in order of `cases`; a failed case is
 /// reported as its error, the others still run.
 pub fn measure_all(

@@ -13,6 +13,7 @@ use crate::request::{
 };
 use crate::shared_data::{SharedData, StoreError};
 use crate::store::{self, AdmitOutcome, RegistryCache, SessionEnded, SlotLookup, SlotRef};
+use crate::sweep_schedule::SweepSchedule;
 use crate::throttle::ThrottleCache;
 use crate::ticket::{needs_renewal, session_expiry_s, QueueClaims, TicketError};
 use crate::ticket_cache::TicketCache;
@@ -182,6 +183,9 @@ pub struct TickReport {
     pub gauges: Vec<HuntGauge>,
     /// Waiting-room places the sweeper dropped.
     pub queue_dropped: Dropped,
+    /// Slots whose count the sweeper read: those due (see
+    /// [`crate::sweep_schedule`]), the gauged ones and those with a waiting room.
+    pub slots_read: u32,
 }
 
 /// One worker's state: its registry, throttle and verified-ticket caches and its lease identity.
@@ -203,6 +207,10 @@ pub struct Worker {
     /// ([`StoreError::Unreleased`]): retried on every tick, at most
     /// [`MAX_UNRELEASED`] entries (merged per slot).
     unreleased: hashbrown::HashMap<SlotRef, u32>,
+    /// When each tracked slot's count needs reading (while this worker sweeps).
+    schedule: SweepSchedule,
+    /// Whether this worker held the sweeper lease at its previous tick.
+    sweeping: bool,
 }
 
 /// Slots with seats waiting to be given back, per worker (the bound of [`Worker`]'s
@@ -252,6 +260,8 @@ impl Worker {
             demand: DemandTracker::default(),
             ends: EndsTracker::default(),
             unreleased: hashbrown::HashMap::new(),
+            schedule: SweepSchedule::default(),
+            sweeping: false,
         }
     }
 
@@ -755,19 +765,52 @@ impl Worker {
             ..TickReport::default()
         };
         if !store::acquire_lease(shared, "sweeper", self.owner, now_ms, SWEEPER_LEASE_MS)? {
+            self.sweeping = false;
             return Ok(report);
         }
         report.sweeper = true;
-        let hunts: Vec<(String, SlotRef)> = self
-            .registry
-            .hunts()
-            .map(|(hunt, slot)| (hunt.to_string(), slot))
-            .collect();
+        if !self.sweeping {
+            // Another worker swept meanwhile: start from every slot due.
+            self.schedule.reset();
+            self.sweeping = true;
+        }
         self.throttle.refresh(shared)?;
-        for (hunt, slot) in hunts {
-            let (expired, active) =
-                store::sweep_slot(shared, slot, now_ms).inspect_err(|e| self.keep_unreleased(e))?;
-            report.expired += expired;
+        self.schedule.sync(
+            self.registry.generation(),
+            config.session_ttl_s,
+            self.registry.hunts().map(|(_, slot)| slot),
+            now_ms,
+        );
+        let due = self.schedule.take_due(now_ms);
+        // Read on every tick: the gauged slots, and every hunt when waiting rooms
+        // exist (their queues are pruned by time); the others only when due.
+        let every_tick: Vec<(String, SlotRef)> = if config.waiting_room_any {
+            self.registry
+                .hunts()
+                .filter(|(hunt, slot)| {
+                    slot.slot < config.max_hunt_metrics || config.waiting_room(hunt).is_some()
+                })
+                .map(|(hunt, slot)| (hunt.to_string(), slot))
+                .collect()
+        } else {
+            (0..config.max_hunt_metrics.min(self.registry.len()))
+                .filter_map(|slot| self.registry.slot(slot))
+                .map(|(hunt, slot)| (hunt.to_string(), slot))
+                .collect()
+        };
+        let scheduled_only = due.into_iter().filter_map(|slot| {
+            let (hunt, current) = self.registry.slot(slot.slot)?;
+            let read_anyway =
+                current.slot < config.max_hunt_metrics || config.waiting_room(hunt).is_some();
+            (current == slot && !read_anyway).then(|| (hunt.to_string(), slot))
+        });
+        let slots: Vec<(String, SlotRef)> = every_tick.into_iter().chain(scheduled_only).collect();
+        for (hunt, slot) in slots {
+            let swept =
+                store::sweep(shared, slot, now_ms).inspect_err(|e| self.keep_unreleased(e))?;
+            self.schedule.read(slot, now_ms, &swept);
+            report.slots_read += 1;
+            report.expired += swept.removed;
             let queue = match config.waiting_room(&hunt) {
                 Some(room) => sweep_queue(shared, room, slot, now_ms, &mut report.queue_dropped)?,
                 None => None,
@@ -781,7 +824,7 @@ impl Worker {
                 report.gauges.push(HuntGauge {
                     limit,
                     hunt,
-                    active,
+                    active: swept.active,
                     queue,
                 });
             }

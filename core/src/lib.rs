@@ -7,6 +7,7 @@
 //! - [`ticket`]: HMAC-signed admission tickets;
 //! - [`ticket_cache`]: a worker's cache of verified tickets (the hot path);
 //! - [`store`]: the exact, CAS-based session count in Envoy shared data;
+//! - [`sweep_schedule`]: when the sweeper reads each tracked hunt's count;
 //! - [`ended`]: a worker's view of the sessions its process ended;
 //! - [`throttle`]: governor ratios, lease shares and the enforced limit;
 //! - [`lease`]: the lease exchange's report to the governor;
@@ -26,6 +27,7 @@ pub mod reply;
 pub mod request;
 pub mod shared_data;
 pub mod store;
+pub mod sweep_schedule;
 pub mod throttle;
 pub mod ticket;
 pub mod ticket_cache;

@@ -11,7 +11,9 @@
 //!   earliest expiry second of its records u32 (0 = unknown) and the joins
 //!   rejected so far u32 (wrapping; the lease report's demand);
 //! - `shard/<slot>/<k>`: owner tag u64, then 12-byte records (hunter key u64,
-//!   expiry second u32), [`SHARDS`] per slot;
+//!   expiry second u32) in hunter-key order (found by binary search), [`SHARDS`]
+//!   per slot; a shard an earlier version wrote out of order is put in order by
+//!   its next sweep;
 //! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper,
 //!   the fetcher, the registrar);
 //! - `ended/<k>`: the sessions ended (upstream header, leave request) whose
@@ -351,8 +353,10 @@ impl<F: Fn(&str) -> bool> Protection for F {
 /// A worker's cache of the registry (hunt id → slot).
 #[derive(Debug, Default)]
 pub struct RegistryCache {
-    slots: hashbrown::HashMap<String, u32>,
-    by_slot: Vec<String>,
+    /// Hunt id → its slot and owner tag (the tag hashed once, when read).
+    slots: hashbrown::HashMap<String, SlotRef>,
+    /// The hunt id and owner tag of each slot ("" and 0 for a cleared line).
+    by_slot: Vec<(String, u64)>,
     generation: u64,
     /// When this worker last scanned for a reusable slot and found none (ms).
     scan_failed_at_ms: Option<u64>,
@@ -392,24 +396,24 @@ impl RegistryCache {
     pub fn hunts(&self) -> impl Iterator<Item = (&str, SlotRef)> {
         let named = (0u32..)
             .zip(&self.by_slot)
-            .filter(|(_, hunt)| !hunt.is_empty());
-        named.map(|(slot, hunt)| {
-            (
-                hunt.as_str(),
-                SlotRef {
-                    slot,
-                    tag: hunt_tag(hunt),
-                },
-            )
-        })
+            .filter(|(_, (hunt, _))| !hunt.is_empty());
+        named.map(|(slot, (hunt, tag))| (hunt.as_str(), SlotRef { slot, tag: *tag }))
+    }
+
+    /// The hunt in `slot` and its reference, if the slot is a hunt's.
+    pub fn slot(&self, slot: u32) -> Option<(&str, SlotRef)> {
+        let (hunt, tag) = self.by_slot.get(slot as usize)?;
+        (!hunt.is_empty()).then_some((hunt.as_str(), SlotRef { slot, tag: *tag }))
+    }
+
+    /// The registry generation this cache holds (changes with every registration).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// `hunt`'s slot as this worker last saw the registry (no registration, no read).
     pub fn lookup(&self, hunt: &str) -> Option<SlotRef> {
-        self.slots.get(hunt).map(|slot| SlotRef {
-            slot: *slot,
-            tag: hunt_tag(hunt),
-        })
+        self.slots.get(hunt).copied()
     }
 
     /// Drops what this worker knows of `hunt`'s slot (it moved to another hunt).
@@ -427,10 +431,14 @@ impl RegistryCache {
         self.by_slot.clear();
         for (slot, id) in (0u32..).zip(registry_lines(registry)) {
             let hunt = String::from_utf8_lossy(id).into_owned();
-            if !hunt.is_empty() {
-                self.slots.insert(hunt.clone(), slot);
-            }
-            self.by_slot.push(hunt);
+            let tag = if hunt.is_empty() {
+                0
+            } else {
+                let tag = hunt_tag(&hunt);
+                self.slots.insert(hunt.clone(), SlotRef { slot, tag });
+                tag
+            };
+            self.by_slot.push((hunt, tag));
         }
     }
 
@@ -460,17 +468,17 @@ impl RegistryCache {
         now_ms: u64,
         owner: u64,
     ) -> Result<SlotLookup, StoreError> {
-        let tag = hunt_tag(hunt);
         if let Some(slot) = self.slots.get(hunt) {
-            return Ok(SlotLookup::Slot(SlotRef { slot: *slot, tag }));
+            return Ok(SlotLookup::Slot(*slot));
         }
+        let tag = hunt_tag(hunt);
         let mut outcome = None;
         let mut generation = 0;
         cas_update(shared, REGISTRY_KEY, |current| {
             let registry = current.unwrap_or_default();
             self.absorb(registry);
             if let Some(slot) = self.slots.get(hunt) {
-                outcome = Some(*slot);
+                outcome = Some(slot.slot);
                 return Ok(None);
             }
             if self.len() >= cap {
@@ -490,8 +498,9 @@ impl RegistryCache {
             shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
         }
         if let Some(slot) = outcome {
+            let slot = SlotRef { slot, tag };
             self.slots.insert(hunt.to_string(), slot);
-            return Ok(SlotLookup::Slot(SlotRef { slot, tag }));
+            return Ok(SlotLookup::Slot(slot));
         }
         self.reuse(shared, hunt, listed, now_ms, owner)
     }
@@ -535,7 +544,7 @@ impl RegistryCache {
         for _ in 0..MAX_CAS_ATTEMPTS {
             self.refresh_now(shared)?;
             if let Some(slot) = self.slots.get(hunt) {
-                return Ok(SlotLookup::Slot(SlotRef { slot: *slot, tag }));
+                return Ok(SlotLookup::Slot(*slot));
             }
             let Some(victim) = self.pick_victim(shared, protected, listed)? else {
                 return Ok(SlotLookup::Untracked);
@@ -562,11 +571,12 @@ impl RegistryCache {
             // The old hunt's queue goes with its seats: its updates fail from here.
             shared.set(&queue_key(victim.slot), &Queue::empty(tag).encode(), 0)?;
             self.rename(shared, victim.slot, hunt)?;
-            self.slots.insert(hunt.to_string(), victim.slot);
-            return Ok(SlotLookup::Slot(SlotRef {
+            let slot = SlotRef {
                 slot: victim.slot,
                 tag,
-            }));
+            };
+            self.slots.insert(hunt.to_string(), slot);
+            return Ok(SlotLookup::Slot(slot));
         }
         Err(StoreError::Contention(REGISTRY_KEY.to_string()))
     }
@@ -588,7 +598,7 @@ impl RegistryCache {
         listed: &dyn Protection,
     ) -> Result<Option<Victim>, StoreError> {
         let mut fewest: Option<(u32, Victim)> = None;
-        for (slot, owner) in (0u32..).zip(&self.by_slot) {
+        for (slot, (owner, _)) in (0u32..).zip(&self.by_slot) {
             let owner_listed = listed.is_listed(owner);
             if owner_listed && !protected {
                 continue;
@@ -688,39 +698,126 @@ fn shard_records(value: &[u8], tag: u64) -> Option<&[u8]> {
     Some(value.get(SHARD_TAG_BYTES..).unwrap_or_default())
 }
 
+/// Where `key`'s record is in `records` (kept in key order): `Ok(offset)`, or
+/// `Err(offset)` where it would be inserted. A binary search, so a join's cost does
+/// not grow with the shard's length beyond the copy of its bytes.
+fn search_record(records: &[u8], key: u64) -> Result<usize, usize> {
+    let (mut low, mut high) = (0, records.len() / RECORD_BYTES);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match read_u64_at(records, middle * RECORD_BYTES).cmp(&key) {
+            std::cmp::Ordering::Less => low = middle + 1,
+            std::cmp::Ordering::Greater => high = middle,
+            std::cmp::Ordering::Equal => return Ok(middle * RECORD_BYTES),
+        }
+    }
+    Err(low * RECORD_BYTES)
+}
+
 fn find_record(records: &[u8], key: u64) -> Option<usize> {
-    records
-        .chunks_exact(RECORD_BYTES)
-        .position(|record| record.get(..8) == Some(&key.to_le_bytes()[..]))
-        .map(|index| index * RECORD_BYTES)
+    search_record(records, key).ok()
 }
 
 fn record_expiry(records: &[u8], offset: usize) -> u32 {
     read_u32_at(records, offset + 8)
 }
 
-/// Moves the record at `offset` to expire no earlier than `expires_s`.
-fn extend_record(records: &mut [u8], offset: usize, expires_s: u32) {
-    let expiry = record_expiry(records, offset).max(expires_s);
-    if let Some(field) = records.get_mut(offset + 8..offset + RECORD_BYTES) {
-        field.copy_from_slice(&expiry.to_le_bytes());
-    }
-}
-
 fn is_live(expires_s: u32, now_ms: u64) -> bool {
     u64::from(expires_s) * 1000 > now_ms
 }
 
-fn shard_value(tag: u64, records: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SHARD_TAG_BYTES + records.len() + RECORD_BYTES);
+/// The shard value of `tag` holding `records` with the record at `offset` moved to
+/// expire no earlier than `expires_s` (one allocation, one copy).
+fn shard_value_extended(tag: u64, records: &[u8], offset: usize, expires_s: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SHARD_TAG_BYTES + records.len());
     out.extend_from_slice(&tag.to_le_bytes());
     out.extend_from_slice(records);
+    let field = SHARD_TAG_BYTES + offset + 8;
+    let expiry = record_expiry(records, offset).max(expires_s);
+    if let Some(bytes) = out.get_mut(field..field + 4) {
+        bytes.copy_from_slice(&expiry.to_le_bytes());
+    }
     out
+}
+
+/// The shard value of `tag` holding `records` with a record (`key`, `expires_s`)
+/// inserted at `offset`, keeping key order (one allocation, one copy).
+fn shard_value_inserted(
+    tag: u64,
+    records: &[u8],
+    offset: usize,
+    key: u64,
+    expires_s: u32,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SHARD_TAG_BYTES + records.len() + RECORD_BYTES);
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(records.get(..offset).unwrap_or_default());
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&expires_s.to_le_bytes());
+    out.extend_from_slice(records.get(offset..).unwrap_or_default());
+    out
+}
+
+/// Extends `key`'s live record in `shard`, if it has one; returns whether it did.
+fn extend_live<S: SharedData>(
+    shared: &S,
+    slot: SlotRef,
+    shard: &str,
+    key: u64,
+    expires_s: u32,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    cas_update(shared, shard, |current| {
+        let value = current.unwrap_or_default();
+        let records = shard_records(value, slot.tag).ok_or_else(|| moved(shard))?;
+        Ok(match find_record(records, key) {
+            Some(at) if is_live(record_expiry(records, at), now_ms) => {
+                Some(shard_value_extended(slot.tag, records, at, expires_s))
+            }
+            _ => None,
+        })
+    })
+}
+
+/// Takes a seat in `slot`'s count unless `limit` is reached: `Ok(Ok(active))`
+/// after taking it, `Ok(Err(active))` when the hunt is full.
+fn reserve<S: SharedData>(
+    shared: &S,
+    slot: SlotRef,
+    expires_s: u32,
+    limit: Option<u32>,
+) -> Result<Result<u32, u32>, StoreError> {
+    let counter = count_key(slot.slot);
+    let mut outcome = Err(0);
+    cas_update(shared, &counter, |current| {
+        let count = Count::decode(current.unwrap_or_default());
+        if !count.owned_by(slot.tag) {
+            return Err(moved(&counter));
+        }
+        if limit.is_some_and(|limit| count.active >= limit) {
+            outcome = Err(count.active);
+            return Ok(None);
+        }
+        let active = count.active.saturating_add(1);
+        outcome = Ok(active);
+        let next = Count {
+            tag: slot.tag,
+            active,
+            ..count.with_expiry(expires_s)
+        };
+        Ok(Some(next.encode()))
+    })?;
+    Ok(outcome)
 }
 
 /// Admits `key` into `slot` until `expires_s`. With `limit: None` the session is
 /// (re)created whatever the count (renewal of a valid ticket). Fails with
 /// [`StoreError::SlotMoved`] when the slot now belongs to another hunt.
+///
+/// Host calls: a join into a hunt with room reads and writes the count once and
+/// the hunter's shard once; a join into a full hunt reads the count and the shard
+/// (a hunter already holding a seat keeps it); a renewal reads and writes the
+/// shard once.
 pub fn admit<S: SharedData>(
     shared: &S,
     slot: SlotRef,
@@ -730,65 +827,37 @@ pub fn admit<S: SharedData>(
     limit: Option<u32>,
 ) -> Result<AdmitOutcome, StoreError> {
     let shard = shard_key(slot.slot, (key % u64::from(SHARDS)) as u32);
-    // A live session is only extended: it already holds its slot.
-    let extended = cas_update(shared, &shard, |current| {
-        let value = current.unwrap_or_default();
-        let records = shard_records(value, slot.tag).ok_or_else(|| moved(&shard))?;
-        match find_record(records, key) {
-            Some(at) if is_live(record_expiry(records, at), now_ms) => {
-                let mut next = records.to_vec();
-                extend_record(&mut next, at, expires_s);
-                Ok(Some(shard_value(slot.tag, &next)))
-            }
-            _ => Ok(None),
-        }
-    })?;
-    if extended {
+    // A renewal expects its live record: extend it, taking no seat.
+    if limit.is_none() && extend_live(shared, slot, &shard, key, expires_s, now_ms)? {
         return Ok(AdmitOutcome::AlreadyActive);
     }
-    let counter = count_key(slot.slot);
-    let mut active = 0;
-    let mut full = false;
-    cas_update(shared, &counter, |current| {
-        let count = Count::decode(current.unwrap_or_default());
-        if !count.owned_by(slot.tag) {
-            return Err(moved(&counter));
+    // A join reserves first (most joins are new hunters); the record write below
+    // tells whether the hunter already held a seat.
+    let mut active = match reserve(shared, slot, expires_s, limit)? {
+        Ok(active) => active,
+        Err(active) => {
+            // A full hunt: a hunter re-joining without a ticket keeps their seat.
+            if extend_live(shared, slot, &shard, key, expires_s, now_ms)? {
+                return Ok(AdmitOutcome::AlreadyActive);
+            }
+            return Ok(AdmitOutcome::Full { active });
         }
-        active = count.active;
-        full = limit.is_some_and(|limit| active >= limit);
-        if full {
-            return Ok(None);
-        }
-        active = active.saturating_add(1);
-        let next = Count {
-            tag: slot.tag,
-            active,
-            ..count.with_expiry(expires_s)
-        };
-        Ok(Some(next.encode()))
-    })?;
-    if full {
-        return Ok(AdmitOutcome::Full { active });
-    }
+    };
     let mut existed = false;
     let inserted = cas_update(shared, &shard, |current| {
         let value = current.unwrap_or_default();
         let records = shard_records(value, slot.tag).ok_or_else(|| moved(&shard))?;
-        existed = false;
-        match find_record(records, key) {
-            Some(at) => {
+        let next = match search_record(records, key) {
+            Ok(at) => {
                 existed = true;
-                let mut next = records.to_vec();
-                extend_record(&mut next, at, expires_s);
-                Ok(Some(shard_value(slot.tag, &next)))
+                shard_value_extended(slot.tag, records, at, expires_s)
             }
-            None => {
-                let mut next = shard_value(slot.tag, records);
-                next.extend_from_slice(&key.to_le_bytes());
-                next.extend_from_slice(&expires_s.to_le_bytes());
-                Ok(Some(next))
+            Err(at) => {
+                existed = false;
+                shard_value_inserted(slot.tag, records, at, key, expires_s)
             }
-        }
+        };
+        Ok(Some(next))
     });
     if existed || inserted.is_err() {
         // Give the reservation back: the record was already counted, or never written.
@@ -899,6 +968,18 @@ pub fn active_count<S: SharedData>(shared: &S, slot: SlotRef) -> Result<u32, Sto
     })
 }
 
+/// What a sweep of one slot did and left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Sessions removed (their seats given back).
+    pub removed: u32,
+    /// Hunters holding a seat after the sweep.
+    pub active: u32,
+    /// The earliest expiry (unix s) of the records left, as the count now
+    /// records it: `None` when unknown (joins were in flight) or nothing is left.
+    pub next_expiry_s: Option<u32>,
+}
+
 /// Removes the expired sessions of one slot; returns (sessions removed, active after).
 /// Reads only the count when no record of the slot can have expired yet.
 pub fn sweep_slot<S: SharedData>(
@@ -906,15 +987,29 @@ pub fn sweep_slot<S: SharedData>(
     slot: SlotRef,
     now_ms: u64,
 ) -> Result<(u32, u32), StoreError> {
+    sweep(shared, slot, now_ms).map(|swept| (swept.removed, swept.active))
+}
+
+/// [`sweep_slot`], also telling when the slot's earliest record expires.
+pub fn sweep<S: SharedData>(shared: &S, slot: SlotRef, now_ms: u64) -> Result<Swept, StoreError> {
     let count = shared
         .get(&count_key(slot.slot))?
         .map(|(v, _)| Count::decode(&v))
         .unwrap_or_default();
+    let known = |expiry_s: u32| (expiry_s != 0 && expiry_s != u32::MAX).then_some(expiry_s);
     if count.tag != slot.tag || count.active == 0 {
-        return Ok((0, 0));
+        return Ok(Swept {
+            removed: 0,
+            active: 0,
+            next_expiry_s: None,
+        });
     }
     if count.next_expiry_s != 0 && is_live(count.next_expiry_s, now_ms) {
-        return Ok((0, count.active));
+        return Ok(Swept {
+            removed: 0,
+            active: count.active,
+            next_expiry_s: known(count.next_expiry_s),
+        });
     }
     let mut removed_total = 0u32;
     let mut kept_total = 0u32;
@@ -932,9 +1027,14 @@ pub fn sweep_slot<S: SharedData>(
             let mut next = Vec::with_capacity(value.len());
             next.extend_from_slice(&slot.tag.to_le_bytes());
             (removed, kept, shard_earliest) = (0, 0, u32::MAX);
+            let mut in_order = true;
+            let mut previous = None;
             for record in records.chunks_exact(RECORD_BYTES) {
                 let expiry = read_u32_at(record, 8);
                 if is_live(expiry, now_ms) {
+                    let key = read_u64_at(record, 0);
+                    in_order &= previous.is_none_or(|p| p < key);
+                    previous = Some(key);
                     next.extend_from_slice(record);
                     kept += 1;
                     shard_earliest = shard_earliest.min(expiry);
@@ -942,12 +1042,28 @@ pub fn sweep_slot<S: SharedData>(
                     removed += 1;
                 }
             }
-            Ok((removed > 0).then_some(next))
+            if !in_order {
+                // Written out of key order (an earlier filter version appended):
+                // put in order, a hunter's duplicate records merged into one.
+                let merged = in_key_order(next.get(SHARD_TAG_BYTES..).unwrap_or_default());
+                let duplicates = kept - (merged.len() / RECORD_BYTES) as u32;
+                removed += duplicates;
+                kept -= duplicates;
+                next.truncate(SHARD_TAG_BYTES);
+                next.extend_from_slice(&merged);
+            }
+            Ok((removed > 0 || !in_order).then_some(next))
         });
         match owned {
             Ok(_) => {}
             // The slot was taken over meanwhile: nothing of this hunt is left to sweep.
-            Err(StoreError::SlotMoved(_)) => return Ok((removed_total, 0)),
+            Err(StoreError::SlotMoved(_)) => {
+                return Ok(Swept {
+                    removed: removed_total,
+                    active: 0,
+                    next_expiry_s: None,
+                })
+            }
             Err(e) => {
                 // Records already removed from earlier shards still hold seats: give
                 // them back now, or report them for later.
@@ -964,7 +1080,39 @@ pub fn sweep_slot<S: SharedData>(
     }
     let left = release(shared, slot, removed_total, Some((kept_total, earliest)))
         .map_err(|e| unreleased(slot, removed_total, &e))?;
-    Ok((removed_total, left))
+    Ok(Swept {
+        removed: removed_total,
+        active: left,
+        // As `release` recorded it: unknown while reservations await their records.
+        next_expiry_s: if left > kept_total {
+            None
+        } else {
+            known(earliest)
+        },
+    })
+}
+
+/// `records` sorted by hunter key, each hunter's duplicates merged into one record
+/// with the latest expiry.
+fn in_key_order(records: &[u8]) -> Vec<u8> {
+    let mut sorted: Vec<(u64, u32)> = records
+        .chunks_exact(RECORD_BYTES)
+        .map(|record| (read_u64_at(record, 0), read_u32_at(record, 8)))
+        .collect();
+    sorted.sort_unstable();
+    let mut out: Vec<u8> = Vec::with_capacity(records.len());
+    let mut last: Option<u64> = None;
+    for (key, expiry) in sorted {
+        if last == Some(key) {
+            // Sorted by (key, expiry): the later duplicate holds the later expiry.
+            let at = out.len().saturating_sub(RECORD_BYTES);
+            out.truncate(at);
+        }
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&expiry.to_le_bytes());
+        last = Some(key);
+    }
+    out
 }
 
 /// Takes or renews the lease `name` for `owner` until `now_ms + duration_ms`.
@@ -1299,4 +1447,68 @@ pub fn end_session<S: SharedData>(
         release(shared, slot, 1, None).map_err(|e| unreleased(slot, 1, &e))?;
     }
     Ok(SessionEnded { freed: removed })
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::shared_data::MemorySharedData;
+
+    const NOW: u64 = 1_800_000_000_000;
+    const EXP: u32 = 1_800_000_060;
+
+    fn record(key: u64, expires_s: u32) -> Vec<u8> {
+        [key.to_le_bytes().as_slice(), &expires_s.to_le_bytes()].concat()
+    }
+
+    /// A shard an earlier version appended to (out of key order, one hunter twice,
+    /// both records counted) is put in order by the next sweep, which gives the
+    /// duplicate's seat back; joins then find every record again.
+    #[test]
+    fn a_shard_written_out_of_key_order_is_put_in_order_by_its_next_sweep() {
+        let shared = MemorySharedData::default();
+        prepare_layout(&shared, 1).unwrap();
+        let slot = SlotRef {
+            slot: 0,
+            tag: hunt_tag("h1"),
+        };
+        // Hunters 48, 16 and 32 (all in shard 0), hunter 16 recorded twice.
+        let legacy = [
+            slot.tag.to_le_bytes().to_vec(),
+            record(48, EXP),
+            record(16, EXP),
+            record(32, EXP + 5),
+            record(16, EXP + 9),
+        ]
+        .concat();
+        shared.set(&shard_key(0, 0), &legacy, 0).unwrap();
+        let count = Count {
+            tag: slot.tag,
+            active: 4,
+            next_expiry_s: 0,
+            rejected: 0,
+        };
+        shared.set(&count_key(0), &count.encode(), 0).unwrap();
+
+        assert_eq!(sweep_slot(&shared, slot, NOW).unwrap(), (1, 3));
+        let (value, _) = shared.get(&shard_key(0, 0)).unwrap().unwrap();
+        let expected = [
+            slot.tag.to_le_bytes().to_vec(),
+            record(16, EXP + 9),
+            record(32, EXP + 5),
+            record(48, EXP),
+        ]
+        .concat();
+        assert_eq!(value, expected);
+        for key in [16, 32, 48] {
+            assert_eq!(
+                admit(&shared, slot, key, EXP, NOW, Some(3)).unwrap(),
+                AdmitOutcome::AlreadyActive,
+                "hunter {key}"
+            );
+        }
+        assert_eq!(active_count(&shared, slot).unwrap(), 3);
+    }
 }

@@ -9,7 +9,9 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use huntgate_core::shared_data::MemorySharedData;
+use std::cell::Cell;
+
+use huntgate_core::shared_data::{MemorySharedData, SetOutcome, SharedData, StoreError};
 use huntgate_core::store::{
     acquire_lease, active_count, admit, hunt_tag, hunter_key, prepare_layout, sweep_slot,
     AdmitOutcome, RegistryCache, SlotLookup, SlotRef, SHARDS,
@@ -271,4 +273,90 @@ fn a_quiet_slot_is_swept_by_reading_its_count_only() {
     // ...after which a shard that a sweep would have to rewrite is never read before it.
     assert_eq!(sweep_slot(&s, h1(), NOW + 1_000).unwrap(), (0, 1));
     assert_eq!(sweep_slot(&s, h1(), u64::from(EXP) * 1000).unwrap(), (1, 0));
+}
+
+/// Shared data that counts host calls and the bytes they copy.
+#[derive(Default)]
+struct Counted {
+    inner: MemorySharedData,
+    gets: Cell<u32>,
+    sets: Cell<u32>,
+    bytes: Cell<usize>,
+}
+
+impl Counted {
+    /// (gets, sets, bytes copied) since the last call.
+    fn take(&self) -> (u32, u32, usize) {
+        (self.gets.take(), self.sets.take(), self.bytes.take())
+    }
+}
+
+impl SharedData for Counted {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.gets.set(self.gets.get() + 1);
+        let value = self.inner.get(key)?;
+        let len = value.as_ref().map_or(0, |(v, _)| v.len());
+        self.bytes.set(self.bytes.get() + len);
+        Ok(value)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<SetOutcome, StoreError> {
+        self.sets.set(self.sets.get() + 1);
+        self.bytes.set(self.bytes.get() + value.len());
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// A join into a hunt with room is one count update and one shard update; into a
+/// full hunt, one count read and one shard read; a renewal, one shard update.
+/// The bytes are the count and the hunter's shard (active / SHARDS records).
+#[test]
+fn a_join_costs_one_count_update_and_one_shard_update() {
+    let s = Counted::default();
+    prepare_layout(&s, 1).unwrap();
+    let active = 3_200u64;
+    for key in 0..active {
+        admit(&s, h1(), key * 7_919, EXP, NOW, None).unwrap();
+    }
+    let shard_bytes = 8 + 12 * active as usize / SHARDS as usize;
+    s.take();
+    assert_eq!(
+        admit(&s, h1(), 5, EXP, NOW, Some(10_000)).unwrap(),
+        AdmitOutcome::Admitted { active: 3_201 }
+    );
+    let (gets, sets, bytes) = s.take();
+    assert_eq!((gets, sets), (2, 2));
+    assert!(bytes <= 2 * (20 + shard_bytes + 12 * 4), "{bytes} bytes");
+
+    assert_eq!(
+        admit(&s, h1(), 6, EXP, NOW, Some(3_201)).unwrap(),
+        AdmitOutcome::Full { active: 3_201 }
+    );
+    let (gets, sets, _) = s.take();
+    assert_eq!((gets, sets), (2, 0));
+    assert_eq!(
+        admit(&s, h1(), 5, EXP + 10, NOW, None).unwrap(),
+        AdmitOutcome::AlreadyActive
+    );
+    let (gets, sets, _) = s.take();
+    assert_eq!((gets, sets), (1, 1));
+}
+
+/// Hunters joined in any order are each found again: re-joins take no second seat.
+#[test]
+fn every_hunter_joined_in_any_order_is_found_again() {
+    let s = store(1);
+    let keys: Vec<u64> = (0..2_000u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    for key in &keys {
+        admit(&s, h1(), *key, EXP, NOW, Some(2_000)).unwrap();
+    }
+    for key in keys.iter().rev() {
+        assert_eq!(
+            admit(&s, h1(), *key, EXP, NOW, Some(2_000)).unwrap(),
+            AdmitOutcome::AlreadyActive
+        );
+    }
+    assert_eq!(active_count(&s, h1()).unwrap(), 2_000);
 }
