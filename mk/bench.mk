@@ -4,8 +4,13 @@
 #                     hot/join/non-hunt paths, local_ratelimit, an empty wasm filter,
 #                     scale points), control-path speed, footprint, throughput and
 #                     latency; prints a table, writes bench-out/results.{json,md}
-#   make bench-smoke  the instruction-count gate on a tiny setting (run by make test):
-#                     fails if the hot path adds more than BENCH_HOT_GATE (52k) instructions
+#   make bench-smoke  the instruction-count gates on a tiny setting (run by make test):
+#                     fails if the hot path adds more than BENCH_HOT_GATE (52k) instructions,
+#                     an admitted join (10 active) more than BENCH_JOIN_GATE (150k), or the
+#                     join at 3,000 active costs more than BENCH_SCALE_GATE (130) per cent
+#                     of the join at 10
+#   make bench-scale  only the scale points (join admitted/refused at 10 and 50,000 active,
+#                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs 10,000 hunts)
 #   make bench-control only the control-path items (policy edit → every worker, polling
 #                     and long-poll, BENCH_CONTROL_SAMPLES (20) each; Redis crossing,
 #                     BENCH_REDIS_SAMPLES (5)); merged into bench-out/results.{json,md}
@@ -21,7 +26,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-fleet bench-control bench-build flood soak
+.PHONY: bench bench-smoke bench-scale bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -47,9 +52,18 @@ bench-control: tools wasm bench-build
 # ≤ 36k as a gate), which the filter still misses (README, Performance). Lower it
 # as the hot path gets cheaper.
 BENCH_HOT_GATE ?= 52000
+# Join gate: an admitted join at 10 active hunters measured 123k–125k added on the
+# same machine (2026-12-03), + 20 % → 150k; the goal (60k) is still missed.
+BENCH_JOIN_GATE ?= 150000
+# Scale gate (the issue's): the join at 3,000 active ≤ 1.3 × the join at 10 (1.16× measured).
+BENCH_SCALE_GATE ?= 130
 bench-smoke: tools wasm bench-build
 	cargo build -p huntgate-governor
-	$(WITH_TOOLS) BENCH_HOT_GATE=$(BENCH_HOT_GATE) HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor $(BENCH_BIN) smoke
+	$(WITH_TOOLS) BENCH_HOT_GATE=$(BENCH_HOT_GATE) BENCH_JOIN_GATE=$(BENCH_JOIN_GATE) \
+		BENCH_SCALE_GATE=$(BENCH_SCALE_GATE) HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor $(BENCH_BIN) smoke
+
+bench-scale: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) scale
 
 flood: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) flood

@@ -40,6 +40,8 @@ pub struct Metrics {
     fleet_ends_dropped: Option<u32>,
     ends_unshared: Option<u32>,
     hunt_gauges: HashMap<String, HuntIds>,
+    /// Whether some `HuntIds::recorded` may be set (skips the reset walk otherwise).
+    gauges_recorded: bool,
     /// Hot-path (`session`) requests not yet added to the counter: the hot path
     /// makes no stats host call; [`Metrics::flush`] adds them on every tick.
     pending_sessions: Cell<i64>,
@@ -52,6 +54,9 @@ struct HuntIds {
     active: Option<u32>,
     limit: Option<u32>,
     queue: Option<(Option<u32>, Option<u32>)>,
+    /// The (active, limit) this worker last recorded: unchanged values are not
+    /// recorded again (two host calls per gauged hunt and tick saved).
+    recorded: Option<(u32, u32)>,
 }
 
 fn define(kind: MetricKind, name: &str) -> Option<u32> {
@@ -109,6 +114,7 @@ impl Metrics {
             fleet_ends_dropped: define(Counter, "huntgate_fleet_ends_dropped"),
             ends_unshared: define(Gauge, "huntgate_ends_unshared"),
             hunt_gauges: HashMap::new(),
+            gauges_recorded: false,
             pending_sessions: Cell::new(0),
         }
     }
@@ -240,6 +246,7 @@ impl Metrics {
     ) {
         bump(self.expired, i64::from(expired));
         set(self.tracked_hunts, tracked);
+        self.gauges_recorded = true;
         for gauge in gauges {
             let known = self.hunt_gauges.contains_key(&gauge.hunt);
             if !known && self.hunt_gauges.len() >= max_hunts as usize {
@@ -258,6 +265,7 @@ impl Metrics {
                         &format!("huntgate_hunt.{}.limit", gauge.hunt),
                     ),
                     queue: None,
+                    recorded: None,
                 });
             if gauge.queue.is_some() && ids.queue.is_none() {
                 ids.queue = Some((
@@ -271,19 +279,30 @@ impl Metrics {
                     ),
                 ));
             }
-            let HuntIds {
-                active,
-                limit,
-                queue,
-            } = *ids;
-            if let (Some((length, oldest)), Some(values)) = (queue, gauge.queue) {
+            if let (Some((length, oldest)), Some(values)) = (ids.queue, gauge.queue) {
                 set(length, values.length);
                 if let Some(id) = oldest {
                     let _ = host::record_metric(id, values.oldest_wait_ms);
                 }
             }
-            set(active, gauge.active);
-            set(limit, gauge.limit);
+            let values = (gauge.active, gauge.limit);
+            if ids.recorded != Some(values) {
+                set(ids.active, gauge.active);
+                set(ids.limit, gauge.limit);
+                ids.recorded = Some(values);
+            }
+        }
+    }
+
+    /// Called on a tick where this worker is not the sweeper: another worker
+    /// records the gauges meanwhile, so what this one last recorded is no longer
+    /// what they show (its next sweeping tick records every value again).
+    pub fn forget_recorded_gauges(&mut self) {
+        if !std::mem::take(&mut self.gauges_recorded) {
+            return;
+        }
+        for ids in self.hunt_gauges.values_mut() {
+            ids.recorded = None;
         }
     }
 }

@@ -272,9 +272,13 @@ impl RootContext for HuntgateRoot {
         self.fetcher = Fetcher::default();
         let mut worker = Worker::new(self.owner);
         let now = host::now_ms().unwrap_or(0);
-        if let Err(e) = worker.configure(&config, &HostSharedData, now) {
-            host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
-            return false;
+        match worker.configure(&config, &HostSharedData, now) {
+            Ok(None) => {}
+            Ok(Some(warning)) => host::log(Level::Warn, &warning),
+            Err(e) => {
+                host::log(Level::Error, &format!("cannot prepare shared data: {e}"));
+                return false;
+            }
         }
         self.incarnation = self.process_id();
         self.proxy_id = Self::resolve_proxy_id(&config, &self.incarnation);
@@ -342,7 +346,7 @@ impl RootContext for HuntgateRoot {
                     metrics.lease_age(worker.lease_age_ms(now));
                 }
             }
-            Ok(_) => {}
+            Ok(_) => metrics.forget_recorded_gauges(),
             Err(e) => {
                 metrics.host_error();
                 host::log(Level::Warn, &format!("sweep failed: {e}"));

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use huntgate_core::store::{slot_bytes, SHARDS};
+use huntgate_core::store::{shards_for, slot_bytes};
 use serde_json::{json, Value};
 
 use crate::envoy::{rss_bytes, Envoy, EnvoySpec};
@@ -80,14 +80,16 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
     let hg1 = envoy_rss(root, dir, &huntgate, 1)?;
     let hg2 = envoy_rss(root, dir, &huntgate, 2)?;
     let per_hunter = measured_bytes_per_hunter(root, dir, wasm, 50_000)?;
+    // The default max_tracked_hunts (1,024) lays out this many shards per slot.
+    let shards = shards_for(1_024);
     let layout: Vec<Value> = [0u32, 10, 2_000, 50_000]
         .iter()
         .map(|&active| {
             json!({
                 "active_hunters": active,
-                "value_bytes": slot_bytes(active),
-                "keys": 1 + SHARDS,
-                "bytes_copied_per_admitted_join": 2 * (slot_bytes(active) - 4) / SHARDS as usize + 16,
+                "value_bytes": slot_bytes(active, shards),
+                "keys": 1 + shards,
+                "bytes_copied_per_admitted_join": 2 * (slot_bytes(active, shards) - 4) / shards as usize + 16,
             })
         })
         .collect();

@@ -265,14 +265,23 @@ impl Worker {
         }
     }
 
-    /// Creates the shared-data layout and registers the listed hunts. Run in `on_configure`.
+    /// Creates the shared-data layout and registers the listed hunts. Run in
+    /// `on_configure`. Returns a warning to log when the process keeps shards per
+    /// slot that an earlier configuration chose (they are fixed until it restarts).
     pub fn configure<S: SharedData>(
         &mut self,
         config: &Config,
         shared: &S,
         now_ms: u64,
-    ) -> Result<(), StoreError> {
-        store::prepare_layout(shared, config.max_tracked_hunts)?;
+    ) -> Result<Option<String>, StoreError> {
+        let shards = store::prepare_layout(shared, config.max_tracked_hunts, now_ms)?;
+        let chosen = store::shards_for(config.max_tracked_hunts);
+        let warning = (shards != chosen).then(|| {
+            format!(
+                "max_tracked_hunts {} lays out {chosen} shards per slot, but this Envoy process keeps the {shards} its first configuration chose until it restarts (shard keys: up to max_tracked_hunts x {shards})",
+                config.max_tracked_hunts
+            )
+        });
         let mut listed: Vec<&String> = config.hunts.keys().collect();
         listed.sort();
         let protection = |hunt: &str| config.hunts.contains_key(hunt);
@@ -286,7 +295,7 @@ impl Worker {
                 self.owner,
             )?;
         }
-        Ok(())
+        Ok(warning)
     }
 
     /// Handles one request's headers at `now_ms`. `mint` makes a fresh anonymous session id.
@@ -841,6 +850,7 @@ impl Worker {
             let slot = SlotRef {
                 slot: *slot,
                 tag: *tag,
+                shards: self.registry.shards(),
             };
             let known = self.unreleased.contains_key(&slot);
             if *seats > 0 && (known || self.unreleased.len() < MAX_UNRELEASED) {

@@ -2,7 +2,13 @@
 //! worker thread of one Envoy process sees one exact count per hunt.
 //!
 //! Layout (all keys under `huntgate/v1/`, created before traffic, never deleted):
-//! - `layout`: u32, how many hunt slots have their keys created;
+//! - `slots`: the slot layout ([`Layout`]): how many slots have their keys
+//!   created u32, shards per slot u32 (fixed for the process's life), until when
+//!   (ms u64, 0 = none) one worker holds the claim to create the next batch of
+//!   [`SLOT_BATCH`] slots. Slots are created lazily, a batch at a time, by the
+//!   worker that holds the claim (never by two at once: Envoy does not check CAS
+//!   when a key is first written); `layout` (u32) is an earlier version's count,
+//!   read once to keep that process's 16 shards per slot;
 //! - `registry`: generation u64, then the hunt id of each slot joined by `\n`
 //!   (the line's position is the slot); `registry_gen`: the generation alone,
 //!   so a worker re-reads the registry only when it changed;
@@ -11,8 +17,8 @@
 //!   earliest expiry second of its records u32 (0 = unknown) and the joins
 //!   rejected so far u32 (wrapping; the lease report's demand);
 //! - `shard/<slot>/<k>`: owner tag u64, then 12-byte records (hunter key u64,
-//!   expiry second u32) in hunter-key order (found by binary search), [`SHARDS`]
-//!   per slot; a shard an earlier version wrote out of order is put in order by
+//!   expiry second u32) in hunter-key order (found by binary search),
+//!   [`shards_for`] per slot (a hunter's shard is `key % shards`); a shard an earlier version wrote out of order is put in order by
 //!   its next sweep;
 //! - `lease/<name>`: owner u64 + until ms u64, one elected worker (the sweeper,
 //!   the fetcher, the registrar);
@@ -60,8 +66,18 @@ use sha2::{Digest, Sha256};
 use crate::shared_data::{SetOutcome, SharedData, StoreError};
 use crate::waiting_room::Queue;
 
-/// Shards per hunt: bounds the bytes copied per join to about `12 × active / SHARDS`.
-pub const SHARDS: u32 = 16;
+/// Fewest shards per slot (and what a process laid out by an earlier version keeps).
+pub const MIN_SHARDS: u32 = 16;
+/// Most shards per slot: a join copies about `12 × active / shards` bytes in and
+/// out, so at 50,000 active hunters 4.7 KB (it was 37.5 KB with 16 shards).
+pub const MAX_SHARDS: u32 = 128;
+/// Shard keys one process may create in all (`max_tracked_hunts × shards`, at least
+/// `max_tracked_hunts × MIN_SHARDS`): the default 1,024 slots get [`MAX_SHARDS`] each.
+pub const SHARD_KEY_BUDGET: u32 = 131_072;
+/// Slots whose keys are created at once, when the registry nears the prepared ones.
+pub const SLOT_BATCH: u32 = 32;
+/// How long one worker's claim to create a batch lasts (creating one takes milliseconds).
+const LAYOUT_CLAIM_MS: u64 = 5_000;
 /// Attempts of one compare-and-swap before giving up with [`StoreError::Contention`].
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// Bytes of one session record.
@@ -75,7 +91,8 @@ const REGISTRAR_LEASE_MS: u64 = 1_000;
 /// A worker that found no slot to reuse for an unlisted hunt does not scan again sooner.
 const RESCAN_AFTER_MS: u64 = 1_000;
 
-const LAYOUT_KEY: &str = "huntgate/v1/layout";
+const LEGACY_LAYOUT_KEY: &str = "huntgate/v1/layout";
+const LAYOUT_KEY: &str = "huntgate/v1/slots";
 const REGISTRY_KEY: &str = "huntgate/v1/registry";
 const REGISTRY_GEN_KEY: &str = "huntgate/v1/registry_gen";
 const PROCESS_ID_KEY: &str = "huntgate/v1/process_id";
@@ -167,9 +184,62 @@ fn create_if_absent<S: SharedData>(
     Ok(())
 }
 
-/// Creates the keys of slots `0..slots` (and the registry) if absent. Run at configure
-/// time, before traffic, because Envoy does not check CAS when a key is first written.
-pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), StoreError> {
+/// Shards per slot for a process configured with `max_tracked_hunts`: the largest
+/// power of two within [`SHARD_KEY_BUDGET`], between [`MIN_SHARDS`] and [`MAX_SHARDS`].
+pub fn shards_for(max_tracked_hunts: u32) -> u32 {
+    let fit = SHARD_KEY_BUDGET / max_tracked_hunts.max(1);
+    let power = if fit == 0 { 1 } else { 1 << fit.ilog2() };
+    power.clamp(MIN_SHARDS, MAX_SHARDS)
+}
+
+/// The slot layout of one process (the `slots` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Slots whose count and shard keys exist (`0..prepared`).
+    pub prepared: u32,
+    /// Shards per slot.
+    pub shards: u32,
+    /// Until when (ms) a worker holds the claim to create the next batch (0 = none).
+    pub claim_until_ms: u64,
+}
+
+impl Layout {
+    const BYTES: usize = 16;
+
+    fn decode(bytes: &[u8]) -> Self {
+        Self {
+            prepared: read_u32_at(bytes, 0),
+            shards: read_u32_at(bytes, 4).clamp(1, MAX_SHARDS),
+            claim_until_ms: read_u64_at(bytes, 8),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::BYTES);
+        out.extend_from_slice(&self.prepared.to_le_bytes());
+        out.extend_from_slice(&self.shards.to_le_bytes());
+        out.extend_from_slice(&self.claim_until_ms.to_le_bytes());
+        out
+    }
+}
+
+/// The process's slot layout.
+pub fn layout<S: SharedData>(shared: &S) -> Result<Layout, StoreError> {
+    match shared.get(LAYOUT_KEY)? {
+        Some((value, _)) => Ok(Layout::decode(&value)),
+        None => Err(StoreError::MissingKey(LAYOUT_KEY.to_string())),
+    }
+}
+
+/// Creates the process-wide keys and the slot layout if absent, and the first
+/// [`SLOT_BATCH`] slots (at most `slots`). Run at configure time, before traffic.
+/// Returns the layout's shards per slot: chosen by the first configuration
+/// ([`shards_for`] its `slots`), kept for the process's life.
+pub fn prepare_layout<S: SharedData>(
+    shared: &S,
+    slots: u32,
+    now_ms: u64,
+) -> Result<u32, StoreError> {
     // Created whatever the layout says, for a process whose layout predates them.
     create_if_absent(shared, ENDED_GEN_KEY, &[0u8; ENDED_SHARDS as usize * 4])?;
     create_if_absent(shared, ENDED_SIGNAL_KEY, b"")?;
@@ -177,14 +247,6 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
         create_if_absent(shared, &ended_key(shard), b"")?;
     }
     prepare_queues(shared, slots)?;
-    let prepared = shared
-        .get(LAYOUT_KEY)?
-        .map(|(v, _)| read_u32_at(&v, 0))
-        .unwrap_or(0);
-    if prepared >= slots {
-        return Ok(());
-    }
-    create_if_absent(shared, LAYOUT_KEY, &0u32.to_le_bytes())?;
     create_if_absent(shared, REGISTRY_KEY, &0u64.to_le_bytes())?;
     create_if_absent(shared, REGISTRY_GEN_KEY, &0u64.to_le_bytes())?;
     create_if_absent(shared, PROCESS_ID_KEY, b"")?;
@@ -193,17 +255,71 @@ pub fn prepare_layout<S: SharedData>(shared: &S, slots: u32) -> Result<(), Store
     }
     create_if_absent(shared, crate::throttle::THROTTLE_KEY, b"")?;
     create_if_absent(shared, crate::throttle::THROTTLE_META_KEY, &[0u8; 16])?;
-    for slot in prepared..slots {
-        create_if_absent(shared, &count_key(slot), &Count::default().encode())?;
-        for shard in 0..SHARDS {
-            create_if_absent(shared, &shard_key(slot, shard), &[0u8; SHARD_TAG_BYTES])?;
-        }
+    if shared.get(LAYOUT_KEY)?.is_none() {
+        // A process an earlier version laid out keeps its slots and 16 shards.
+        let legacy = shared
+            .get(LEGACY_LAYOUT_KEY)?
+            .map(|(v, _)| read_u32_at(&v, 0))
+            .unwrap_or(0);
+        let layout = Layout {
+            prepared: legacy,
+            shards: if legacy > 0 {
+                MIN_SHARDS
+            } else {
+                shards_for(slots)
+            },
+            claim_until_ms: 0,
+        };
+        shared.set(LAYOUT_KEY, &layout.encode(), 0)?;
     }
-    cas_update(shared, LAYOUT_KEY, |current| {
-        let now = current.map(|v| read_u32_at(v, 0)).unwrap_or(0);
-        Ok((now < slots).then(|| slots.to_le_bytes().to_vec()))
+    let current = layout(shared)?;
+    if current.prepared < slots.min(SLOT_BATCH) {
+        grow_layout(shared, slots, now_ms)?;
+    }
+    Ok(current.shards)
+}
+
+/// Creates the next [`SLOT_BATCH`] slots (at most `cap` in all) unless `cap` are
+/// prepared or another worker holds the claim. Returns the layout as it then is.
+pub fn grow_layout<S: SharedData>(shared: &S, cap: u32, now_ms: u64) -> Result<Layout, StoreError> {
+    let Some((value, cas)) = shared.get(LAYOUT_KEY)? else {
+        return Err(StoreError::MissingKey(LAYOUT_KEY.to_string()));
+    };
+    let current = Layout::decode(&value);
+    if current.prepared >= cap || now_ms < current.claim_until_ms {
+        return Ok(current);
+    }
+    let claimed = Layout {
+        claim_until_ms: now_ms.saturating_add(LAYOUT_CLAIM_MS).max(1),
+        ..current
+    };
+    match shared.set(LAYOUT_KEY, &claimed.encode(), cas)? {
+        SetOutcome::Written => {}
+        // Another worker claimed (or grew) first.
+        SetOutcome::CasMismatch => return layout(shared),
+    }
+    let target = current.prepared.saturating_add(SLOT_BATCH).min(cap);
+    let created = (current.prepared..target).try_for_each(|slot| {
+        create_if_absent(shared, &count_key(slot), &Count::default().encode())?;
+        (0..current.shards).try_for_each(|shard| {
+            create_if_absent(shared, &shard_key(slot, shard), &0u64.to_le_bytes())
+        })
+    });
+    let mut done = current;
+    cas_update(shared, LAYOUT_KEY, |value| {
+        let now = Layout::decode(value.unwrap_or_default());
+        done = Layout {
+            prepared: if created.is_ok() {
+                now.prepared.max(target)
+            } else {
+                now.prepared
+            },
+            claim_until_ms: 0,
+            ..now
+        };
+        Ok(Some(done.encode()))
     })?;
-    Ok(())
+    created.map(|()| done)
 }
 
 /// Creates the waiting-room keys of slots `0..slots` if absent (kept apart from
@@ -327,6 +443,15 @@ pub struct SlotRef {
     pub slot: u32,
     /// The hunt's owner tag ([`hunt_tag`]).
     pub tag: u64,
+    /// The process's shards per slot ([`Layout::shards`]).
+    pub shards: u32,
+}
+
+impl SlotRef {
+    /// The key of the shard that holds `key`'s record.
+    fn shard_key_of(&self, key: u64) -> String {
+        shard_key(self.slot, (key % u64::from(self.shards.max(1))) as u32)
+    }
 }
 
 /// Where a hunt's sessions live in this Envoy process.
@@ -358,6 +483,8 @@ pub struct RegistryCache {
     /// The hunt id and owner tag of each slot ("" and 0 for a cleared line).
     by_slot: Vec<(String, u64)>,
     generation: u64,
+    /// The process's shards per slot, read from the layout once (0 = not yet).
+    shards: u32,
     /// When this worker last scanned for a reusable slot and found none (ms).
     scan_failed_at_ms: Option<u64>,
 }
@@ -397,13 +524,38 @@ impl RegistryCache {
         let named = (0u32..)
             .zip(&self.by_slot)
             .filter(|(_, (hunt, _))| !hunt.is_empty());
-        named.map(|(slot, (hunt, tag))| (hunt.as_str(), SlotRef { slot, tag: *tag }))
+        named.map(|(slot, (hunt, tag))| {
+            let slot = SlotRef {
+                slot,
+                tag: *tag,
+                shards: self.shards,
+            };
+            (hunt.as_str(), slot)
+        })
     }
 
     /// The hunt in `slot` and its reference, if the slot is a hunt's.
     pub fn slot(&self, slot: u32) -> Option<(&str, SlotRef)> {
         let (hunt, tag) = self.by_slot.get(slot as usize)?;
-        (!hunt.is_empty()).then_some((hunt.as_str(), SlotRef { slot, tag: *tag }))
+        let slot = SlotRef {
+            slot,
+            tag: *tag,
+            shards: self.shards,
+        };
+        (!hunt.is_empty()).then_some((hunt.as_str(), slot))
+    }
+
+    /// The process's shards per slot (0 until the registry was first read).
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// Reads the shards per slot from the layout, once.
+    fn load_shards<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        if self.shards == 0 {
+            self.shards = layout(shared)?.shards;
+        }
+        Ok(())
     }
 
     /// The registry generation this cache holds (changes with every registration).
@@ -435,7 +587,9 @@ impl RegistryCache {
                 0
             } else {
                 let tag = hunt_tag(&hunt);
-                self.slots.insert(hunt.clone(), SlotRef { slot, tag });
+                let shards = self.shards;
+                self.slots
+                    .insert(hunt.clone(), SlotRef { slot, tag, shards });
                 tag
             };
             self.by_slot.push((hunt, tag));
@@ -444,6 +598,7 @@ impl RegistryCache {
 
     /// Re-reads the registry when its generation changed (one 8-byte read otherwise).
     pub fn refresh<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        self.load_shards(shared)?;
         let generation = shared
             .get(REGISTRY_GEN_KEY)?
             .map(|(v, _)| read_u64_at(&v, 0))
@@ -471,36 +626,63 @@ impl RegistryCache {
         if let Some(slot) = self.slots.get(hunt) {
             return Ok(SlotLookup::Slot(*slot));
         }
+        self.load_shards(shared)?;
         let tag = hunt_tag(hunt);
-        let mut outcome = None;
-        let mut generation = 0;
-        cas_update(shared, REGISTRY_KEY, |current| {
-            let registry = current.unwrap_or_default();
-            self.absorb(registry);
-            if let Some(slot) = self.slots.get(hunt) {
-                outcome = Some(slot.slot);
-                return Ok(None);
+        for attempt in 0..3 {
+            let prepared = layout(shared)?.prepared;
+            let room = cap.min(prepared);
+            let mut outcome = None;
+            let mut generation = 0;
+            cas_update(shared, REGISTRY_KEY, |current| {
+                let registry = current.unwrap_or_default();
+                self.absorb(registry);
+                outcome = None;
+                if let Some(slot) = self.slots.get(hunt) {
+                    outcome = Some(slot.slot);
+                    return Ok(None);
+                }
+                if self.len() >= room {
+                    return Ok(None);
+                }
+                let slot = self.len();
+                outcome = Some(slot);
+                generation = self.generation.wrapping_add(1).max(1);
+                let mut next = generation.to_le_bytes().to_vec();
+                next.extend_from_slice(registry.get(8..).unwrap_or_default());
+                next.extend_from_slice(hunt.as_bytes());
+                next.push(b'\n');
+                Ok(Some(next))
+            })?;
+            if generation != 0 {
+                shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
+            }
+            if let Some(slot) = outcome {
+                // Nearing the prepared slots: create the next batch ahead of need.
+                // The hunt has its slot either way: a failure here is retried by the
+                // next registration.
+                if prepared < cap && slot + SLOT_BATCH / 2 >= prepared {
+                    let _ = grow_layout(shared, cap, now_ms);
+                }
+                let slot = SlotRef {
+                    slot,
+                    tag,
+                    shards: self.shards,
+                };
+                self.slots.insert(hunt.to_string(), slot);
+                return Ok(SlotLookup::Slot(slot));
             }
             if self.len() >= cap {
-                outcome = None;
-                return Ok(None);
+                break;
             }
-            let slot = self.len();
-            outcome = Some(slot);
-            generation = self.generation.wrapping_add(1).max(1);
-            let mut next = generation.to_le_bytes().to_vec();
-            next.extend_from_slice(registry.get(8..).unwrap_or_default());
-            next.extend_from_slice(hunt.as_bytes());
-            next.push(b'\n');
-            Ok(Some(next))
-        })?;
-        if generation != 0 {
-            shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
+            // Room under `cap` but not yet prepared: create the next batch, then retry.
+            let grown = grow_layout(shared, cap, now_ms)?;
+            if grown.prepared <= self.len() && attempt > 0 {
+                // Another worker is creating it: this join sees the store busy.
+                return Err(StoreError::Contention(LAYOUT_KEY.to_string()));
+            }
         }
-        if let Some(slot) = outcome {
-            let slot = SlotRef { slot, tag };
-            self.slots.insert(hunt.to_string(), slot);
-            return Ok(SlotLookup::Slot(slot));
+        if self.len() < cap {
+            return Err(StoreError::Contention(LAYOUT_KEY.to_string()));
         }
         self.reuse(shared, hunt, listed, now_ms, owner)
     }
@@ -565,7 +747,7 @@ impl RegistryCache {
             if !taken {
                 continue;
             }
-            for shard in 0..SHARDS {
+            for shard in 0..self.shards {
                 shared.set(&shard_key(victim.slot, shard), &tag.to_le_bytes(), 0)?;
             }
             // The old hunt's queue goes with its seats: its updates fail from here.
@@ -574,6 +756,7 @@ impl RegistryCache {
             let slot = SlotRef {
                 slot: victim.slot,
                 tag,
+                shards: self.shards,
             };
             self.slots.insert(hunt.to_string(), slot);
             return Ok(SlotLookup::Slot(slot));
@@ -582,6 +765,7 @@ impl RegistryCache {
     }
 
     fn refresh_now<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
+        self.load_shards(shared)?;
         if let Some((registry, _)) = shared.get(REGISTRY_KEY)? {
             self.absorb(&registry);
         }
@@ -826,7 +1010,7 @@ pub fn admit<S: SharedData>(
     now_ms: u64,
     limit: Option<u32>,
 ) -> Result<AdmitOutcome, StoreError> {
-    let shard = shard_key(slot.slot, (key % u64::from(SHARDS)) as u32);
+    let shard = slot.shard_key_of(key);
     // A renewal expects its live record: extend it, taking no seat.
     if limit.is_none() && extend_live(shared, slot, &shard, key, expires_s, now_ms)? {
         return Ok(AdmitOutcome::AlreadyActive);
@@ -1014,7 +1198,7 @@ pub fn sweep<S: SharedData>(shared: &S, slot: SlotRef, now_ms: u64) -> Result<Sw
     let mut removed_total = 0u32;
     let mut kept_total = 0u32;
     let mut earliest = u32::MAX;
-    for shard in 0..SHARDS {
+    for shard in 0..slot.shards {
         let key = shard_key(slot.slot, shard);
         let mut removed = 0u32;
         let mut kept = 0u32;
@@ -1166,9 +1350,10 @@ pub fn release_lease<S: SharedData>(shared: &S, name: &str, owner: u64) -> Resul
     Ok(())
 }
 
-/// Bytes of shared data a slot uses for `active` hunters (records, shard tags, count).
-pub fn slot_bytes(active: u32) -> usize {
-    active as usize * RECORD_BYTES + SHARDS as usize * SHARD_TAG_BYTES + COUNT_BYTES
+/// Bytes of shared data a slot of `shards` shards uses for `active` hunters
+/// (records, shard tags, count).
+pub fn slot_bytes(active: u32, shards: u32) -> usize {
+    active as usize * RECORD_BYTES + shards as usize * SHARD_TAG_BYTES + COUNT_BYTES
 }
 
 /// The list of ended sessions that `key`'s entry belongs to.
@@ -1419,7 +1604,7 @@ pub fn end_session<S: SharedData>(
     let Some(slot) = slot else {
         return Ok(SessionEnded { freed: false });
     };
-    let shard_key = shard_key(slot.slot, (key % u64::from(SHARDS)) as u32);
+    let shard_key = slot.shard_key_of(key);
     let mut removed = false;
     let owned = cas_update(shared, &shard_key, |current| {
         let value = current.unwrap_or_default();
@@ -1465,14 +1650,27 @@ mod tests {
 
     /// A shard an earlier version appended to (out of key order, one hunter twice,
     /// both records counted) is put in order by the next sweep, which gives the
-    /// duplicate's seat back; joins then find every record again.
+    /// duplicate's seat back; joins then find every record again. The process
+    /// that version laid out (its `layout` key, one slot) keeps 16 shards per slot.
     #[test]
     fn a_shard_written_out_of_key_order_is_put_in_order_by_its_next_sweep() {
         let shared = MemorySharedData::default();
-        prepare_layout(&shared, 1).unwrap();
+        shared
+            .set(LEGACY_LAYOUT_KEY, &1u32.to_le_bytes(), 0)
+            .unwrap();
+        shared
+            .set(&count_key(0), &Count::default().encode(), 0)
+            .unwrap();
+        for shard in 0..MIN_SHARDS {
+            shared
+                .set(&shard_key(0, shard), &0u64.to_le_bytes(), 0)
+                .unwrap();
+        }
+        assert_eq!(prepare_layout(&shared, 1024, 0).unwrap(), MIN_SHARDS);
         let slot = SlotRef {
             slot: 0,
             tag: hunt_tag("h1"),
+            shards: MIN_SHARDS,
         };
         // Hunters 48, 16 and 32 (all in shard 0), hunter 16 recorded twice.
         let legacy = [

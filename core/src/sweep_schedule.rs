@@ -45,6 +45,8 @@ pub struct SweepSchedule {
     generation: Option<u64>,
     /// The `session_ttl_s` the due times were computed with.
     ttl_s: u32,
+    /// Shards per slot of the slots synced (one value per process).
+    shards: u32,
 }
 
 impl SweepSchedule {
@@ -81,6 +83,7 @@ impl SweepSchedule {
         self.generation = Some(generation);
         let previous = std::mem::take(&mut self.due);
         for slot in slots {
+            self.shards = slot.shards;
             let due_ms = match previous.get(&slot.slot) {
                 Some((tag, due_ms)) if *tag == slot.tag => *due_ms,
                 _ => now_ms,
@@ -104,7 +107,11 @@ impl SweepSchedule {
             }
             self.queue.pop();
             if self.due.get(&slot) == Some(&(tag, due_ms)) {
-                taken.push(SlotRef { slot, tag });
+                taken.push(SlotRef {
+                    slot,
+                    tag,
+                    shards: self.shards,
+                });
             }
         }
         // Until read, each is due again at once (a tick that stops early keeps them).

@@ -53,7 +53,7 @@ fn first_fetch_is_plain_then_long_polls_with_the_etag() {
     let c = config("");
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut f = Fetcher::default();
     let first = f.poll(feed, NOW, &mut Vec::new).unwrap();
     assert_eq!(header(&first.headers, ":path"), Some("/v1/throttle"));
@@ -78,7 +78,7 @@ fn a_held_long_poll_is_reissued_at_once_a_quick_one_after_a_gap() {
     let c = config("");
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut f = Fetcher::default();
     f.poll(feed, NOW, &mut Vec::new).unwrap();
     f.on_response(feed, &shared, NOW + 10, Some(200), Some("\"7\""), DOC);
@@ -107,7 +107,7 @@ fn a_published_document_reaches_every_worker_and_304_keeps_it_fresh() {
     let c = config(r#","max_stale_s":5,"on_stale":"fail_closed""#);
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let (mut w1, mut w2) = (ThrottleCache::default(), ThrottleCache::default());
     // No document yet: stale from the start, so the fallback applies.
     assert_eq!(limit(&mut w1, &shared, &c, NOW), Some(0));
@@ -134,7 +134,7 @@ fn failures_keep_the_last_good_document_until_max_stale() {
     let c = config(r#","max_stale_s":30,"on_stale":{"ratio":0.3}"#);
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut cache = ThrottleCache::default();
     let mut f = Fetcher::default();
     f.poll(feed, NOW, &mut Vec::new);
@@ -165,7 +165,7 @@ fn failures_keep_the_last_good_document_until_max_stale() {
 fn fail_open_lifts_the_limit_when_stale() {
     let c = config(r#","on_stale":"fail_open""#);
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     assert_eq!(limit(&mut ThrottleCache::default(), &shared, &c, NOW), None);
 }
 
@@ -187,7 +187,7 @@ fn plain_polls_start_one_interval_apart_whatever_the_response_time() {
     let c = config(r#","poll_interval_ms":1000,"long_poll_s":0"#);
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut f = Fetcher::default();
     f.poll(feed, NOW, &mut Vec::new).unwrap();
     f.on_response(feed, &shared, NOW + 40, Some(200), Some("\"7\""), DOC);
@@ -229,7 +229,7 @@ fn a_304_with_another_etag_is_not_taken_as_unchanged() {
     let c = config(r#","max_stale_s":5"#);
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut f = Fetcher::default();
     f.poll(feed, NOW, &mut Vec::new);
     f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
@@ -254,7 +254,7 @@ fn governor_outage_keeps_the_governed_max_hunters() {
     let c = config(r#","max_stale_s":5,"on_stale":{"ratio":0.3}"#);
     let feed = c.governor.as_ref().unwrap();
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     let mut f = Fetcher::default();
     f.poll(feed, NOW, &mut Vec::new);
     f.on_response(feed, &shared, NOW, Some(200), Some("\"7\""), DOC);
@@ -284,7 +284,7 @@ fn only_the_answer_to_the_call_in_flight_is_awaited() {
     assert!(!f.is_awaited(1), "the late answer to the lost call");
     assert!(f.is_awaited(2));
     let shared = MemorySharedData::default();
-    huntgate_core::store::prepare_layout(&shared, 1).unwrap();
+    huntgate_core::store::prepare_layout(&shared, 1, 0).unwrap();
     f.on_response(feed, &shared, NOW + 6_040, Some(200), None, DOC);
     assert!(!f.is_awaited(2), "answered");
 }

@@ -29,7 +29,7 @@ const NOW_MS: u64 = 1_700_000_000_000;
 #[test]
 fn rejected_joins_count_before_the_first_admission() {
     let shared = MemorySharedData::default();
-    prepare_layout(&shared, 1).unwrap();
+    prepare_layout(&shared, 1, 0).unwrap();
     let mut registry = RegistryCache::default();
     let listed = |_: &str| false;
     let SlotLookup::Slot(slot) = registry

@@ -343,7 +343,7 @@ fn ending_a_session_this_proxy_never_counted_frees_nothing_but_revokes_it() {
 #[test]
 fn the_ended_list_is_bounded_and_forgets_ends_whose_tickets_expired() {
     let shared = MemorySharedData::default();
-    store::prepare_layout(&shared, 1).unwrap();
+    store::prepare_layout(&shared, 1, 0).unwrap();
     let keep_ms = 10_000;
     // Keys of one list: key % ENDED_SHARDS == 3.
     let key = |i: u64| i * u64::from(ENDED_SHARDS) + 3;

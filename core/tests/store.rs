@@ -13,9 +13,13 @@ use std::cell::Cell;
 
 use huntgate_core::shared_data::{MemorySharedData, SetOutcome, SharedData, StoreError};
 use huntgate_core::store::{
-    acquire_lease, active_count, admit, hunt_tag, hunter_key, prepare_layout, sweep_slot,
-    AdmitOutcome, RegistryCache, SlotLookup, SlotRef, SHARDS,
+    acquire_lease, active_count, admit, grow_layout, hunt_tag, hunter_key, layout, prepare_layout,
+    shards_for, sweep_slot, AdmitOutcome, RegistryCache, SlotLookup, SlotRef, MAX_SHARDS,
+    MIN_SHARDS, SLOT_BATCH,
 };
+
+/// Shards per slot of the small stores below (every `max_tracked_hunts` ≤ 1,024).
+const SHARDS: u32 = MAX_SHARDS;
 
 const NOW: u64 = 1_800_000_000_000;
 const EXP: u32 = 1_800_000_060; // NOW + 60 s
@@ -25,6 +29,7 @@ fn h1() -> SlotRef {
     SlotRef {
         slot: 0,
         tag: hunt_tag("h1"),
+        shards: SHARDS,
     }
 }
 
@@ -42,7 +47,7 @@ fn none(_: &str) -> bool {
 
 fn store(slots: u32) -> MemorySharedData {
     let shared = MemorySharedData::default();
-    prepare_layout(&shared, slots).unwrap();
+    prepare_layout(&shared, slots, 0).unwrap();
     shared
 }
 
@@ -130,6 +135,7 @@ fn registry_assigns_stable_slots_up_to_the_cap() {
     let h2 = SlotRef {
         slot: 1,
         tag: hunt_tag("h2"),
+        shards: SHARDS,
     };
     admit(&s, h2, 1, EXP, NOW, None).unwrap();
     assert_eq!(resolve(&mut a, "h3"), SlotLookup::Untracked);
@@ -157,11 +163,88 @@ fn one_lease_holder_until_it_lapses() {
 fn layout_is_prepared_once_and_extends_when_the_cap_grows() {
     let s = store(2);
     let keys = s.key_count();
-    prepare_layout(&s, 2).unwrap();
+    prepare_layout(&s, 2, 0).unwrap();
     assert_eq!(s.key_count(), keys);
-    prepare_layout(&s, 3).unwrap();
+    prepare_layout(&s, 3, 0).unwrap();
     // Per slot: its count, its shards and its waiting room.
     assert_eq!(s.key_count(), keys + 2 + SHARDS as usize);
+}
+
+#[test]
+fn shards_per_slot_follow_max_tracked_hunts_within_the_key_budget() {
+    assert_eq!(shards_for(1), MAX_SHARDS);
+    assert_eq!(shards_for(1_024), 128);
+    assert_eq!(shards_for(2_048), 64);
+    assert_eq!(shards_for(3_000), 32);
+    assert_eq!(shards_for(65_536), MIN_SHARDS);
+}
+
+/// 1,024 slots are not all created at start: a batch is, and the next one as the
+/// registry nears it, so the shard keys follow the hunts registered.
+#[test]
+fn slots_are_created_a_batch_at_a_time_as_hunts_register() {
+    let s = store(1_024);
+    let at_start = s.key_count();
+    assert_eq!(layout(&s).unwrap().prepared, SLOT_BATCH);
+    // The 1,024 waiting-room keys, the process keys and one batch of slots.
+    assert!(
+        at_start < 1_024 + 64 + (SLOT_BATCH as usize) * (1 + SHARDS as usize),
+        "{at_start} keys"
+    );
+    let mut cache = RegistryCache::default();
+    for i in 0..100u32 {
+        let hunt = format!("h{i}");
+        assert_eq!(
+            slot_of(cache.resolve(&s, &hunt, 1_024, &none, NOW, 1).unwrap()),
+            i
+        );
+        let slot = cache.lookup(&hunt).unwrap();
+        assert_eq!(slot.shards, SHARDS);
+        admit(&s, slot, u64::from(i), EXP, NOW, Some(1)).unwrap();
+    }
+    let prepared = layout(&s).unwrap().prepared;
+    assert!((100..=100 + SLOT_BATCH).contains(&prepared), "{prepared}");
+    for i in 0..100u32 {
+        let slot = cache.lookup(&format!("h{i}")).unwrap();
+        assert_eq!(active_count(&s, slot).unwrap(), 1, "hunt h{i}");
+    }
+}
+
+/// While another worker holds the claim to create the next batch, a registration
+/// past the prepared slots is refused as contention (never admitted uncounted);
+/// once the claim lapses, the next registration creates the batch.
+#[test]
+fn a_registration_waits_for_the_worker_creating_the_next_batch() {
+    let s = store(64);
+    let mut cache = RegistryCache::default();
+    for i in 0..SLOT_BATCH {
+        cache
+            .resolve(&s, &format!("h{i}"), SLOT_BATCH, &none, NOW, 1)
+            .unwrap();
+    }
+    assert_eq!(layout(&s).unwrap().prepared, SLOT_BATCH);
+    // A worker claims the next batch and stops (its claim lasts 5 s).
+    let (value, cas) = s.get("huntgate/v1/slots").unwrap().unwrap();
+    let mut claimed = value.clone();
+    claimed[8..16].copy_from_slice(&(NOW + 5_000).to_le_bytes());
+    s.set("huntgate/v1/slots", &claimed, cas).unwrap();
+    assert!(matches!(
+        cache.resolve(&s, "late", 64, &none, NOW, 1),
+        Err(StoreError::Contention(_))
+    ));
+    assert_eq!(
+        grow_layout(&s, 64, NOW + 1_000).unwrap().prepared,
+        SLOT_BATCH
+    );
+    assert_eq!(
+        slot_of(
+            cache
+                .resolve(&s, "late", 64, &none, NOW + 5_000, 1)
+                .unwrap()
+        ),
+        SLOT_BATCH
+    );
+    assert_eq!(layout(&s).unwrap().prepared, 64);
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -313,7 +396,7 @@ impl SharedData for Counted {
 #[test]
 fn a_join_costs_one_count_update_and_one_shard_update() {
     let s = Counted::default();
-    prepare_layout(&s, 1).unwrap();
+    prepare_layout(&s, 1, 0).unwrap();
     let active = 3_200u64;
     for key in 0..active {
         admit(&s, h1(), key * 7_919, EXP, NOW, None).unwrap();

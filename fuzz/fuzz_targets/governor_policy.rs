@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(policy.bound_signals().len() <= MAX_SIGNALS);
     // stale_after_s may be 0 (documented range 0-86400: stale at the first missed read).
     assert!(policy.eval_period_ms > 0 && policy.read_timeout_ms > 0);
-    assert!(policy.stale_after_ms <= 86_400_000, "{}", policy.stale_after_ms);
+    assert!(
+        policy.stale_after_ms <= 86_400_000,
+        "{}",
+        policy.stale_after_ms
+    );
     assert!(policy.ttl_s >= 1);
     let specs = std::iter::once(("", &policy.default))
         .chain(policy.hunts.iter().map(|(h, s)| (h.as_str(), s)));

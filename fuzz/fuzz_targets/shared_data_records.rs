@@ -26,7 +26,7 @@ use huntgate_core::shared_data::{MemorySharedData, SharedData, StoreError};
 use huntgate_core::store::{
     acquire_lease, active_count, add_rejected, admit, hunt_tag, hunter_key, prepare_layout,
     process_id, release_lease, slot_stats, sweep_slot, AdmitOutcome, RegistryCache, SlotLookup,
-    SlotRef, SHARDS,
+    SlotRef, MAX_SHARDS,
 };
 use huntgate_core::throttle::ThrottleCache;
 use libfuzzer_sys::fuzz_target;
@@ -100,6 +100,7 @@ struct ModelSlot {
 fn keys(slots: u32) -> Vec<String> {
     let mut keys: Vec<String> = [
         "layout",
+        "slots",
         "registry",
         "registry_gen",
         "process_id",
@@ -112,7 +113,8 @@ fn keys(slots: u32) -> Vec<String> {
     keys.extend(LEASES.iter().map(|l| format!("huntgate/v1/lease/{l}")));
     for slot in 0..slots {
         keys.push(format!("huntgate/v1/count/{slot}"));
-        for shard in 0..SHARDS {
+        // At most 5 slots: one batch, each with the most shards.
+        for shard in 0..MAX_SHARDS {
             keys.push(format!("huntgate/v1/shard/{slot}/{shard}"));
         }
     }
@@ -437,6 +439,7 @@ impl Run {
             let slot = SlotRef {
                 slot: u32::try_from(index).unwrap_or(u32::MAX),
                 tag: hunt_tag(&model.hunt),
+                shards: MAX_SHARDS,
             };
             let stats = slot_stats(&self.shared, slot);
             let stats = stats.unwrap_or_else(|e| panic!("stats: {e}"));
@@ -454,7 +457,7 @@ impl Run {
 fuzz_target!(|input: Input| {
     let slots = u32::from(input.slots % 4) + 1;
     let shared = MemorySharedData::default();
-    if let Err(e) = prepare_layout(&shared, slots) {
+    if let Err(e) = prepare_layout(&shared, slots, 0) {
         panic!("layout: {e}");
     }
     let mut run = Run {
@@ -471,7 +474,7 @@ fuzz_target!(|input: Input| {
         run.check();
     }
     // Whatever the bytes, layout preparation and every read still return.
-    let _ = prepare_layout(&run.shared, slots + 1);
+    let _ = prepare_layout(&run.shared, slots + 1, 0);
     let mut cache = RegistryCache::default();
     let _ = cache.refresh(&run.shared);
 });

@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let shared = MemorySharedData::default();
-    if prepare_layout(&shared, 1).is_err() {
+    if prepare_layout(&shared, 1, 0).is_err() {
         panic!("layout on an empty store failed");
     }
     let mut cache = ThrottleCache::default();
