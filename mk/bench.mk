@@ -10,7 +10,10 @@
 #                     join at 3,000 active costs more than BENCH_SCALE_GATE (130) per cent
 #                     of the join at 10
 #   make bench-scale  only the scale points (join admitted/refused at 10 and 50,000 active,
-#                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs 10,000 hunts)
+#                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs BENCH_SWEEPER_HUNTS
+#                     (1,000) listed hunts), printed
+#   make bench-footprint only the footprint (module sizes, Envoy RSS bare and with
+#                     huntgate at 1 and 2 workers, RSS per hunter), printed as JSON
 #   make bench-control only the control-path items (policy edit → every worker, polling
 #                     and long-poll, BENCH_CONTROL_SAMPLES (20) each; Redis crossing,
 #                     BENCH_REDIS_SAMPLES (5)); merged into bench-out/results.{json,md}
@@ -26,7 +29,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-scale bench-fleet bench-control bench-build flood soak
+.PHONY: bench bench-smoke bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -64,6 +67,9 @@ bench-smoke: tools wasm bench-build
 
 bench-scale: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) scale
+
+bench-footprint: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) footprint
 
 flood: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) flood

@@ -732,7 +732,15 @@ fn join_scale() -> Result<()> {
             );
         }
     }
-    let sweeper = sweeper_idle(&root, &dir, &wasm)?;
+    print_sweeper(&sweeper_idle(&root, &dir, &wasm)?);
+    if let Some(failed) = results.iter().find_map(|r| r.as_ref().err()) {
+        bail!("a scale case failed: {failed:#}");
+    }
+    Ok(())
+}
+
+/// Prints the sweeper's idle figures ([`sweeper_idle`]).
+fn print_sweeper(sweeper: &Value) {
     println!(
         "sweeper, nothing expiring: {} instr/s with 1 hunt, {} with {} tracked (+{} per tick)",
         sweeper["instr_per_s_1_hunt"],
@@ -740,9 +748,29 @@ fn join_scale() -> Result<()> {
         sweeper["tracked_hunts"],
         sweeper["added_per_tick"]
     );
-    if let Some(failed) = results.iter().find_map(|r| r.as_ref().err()) {
-        bail!("a scale case failed: {failed:#}");
-    }
+}
+
+/// `huntgate-bench sweeper`: the sweeper's idle cost alone ([`sweeper_idle`]).
+fn sweeper_only() -> Result<()> {
+    let Scratch {
+        root, dir, wasm, ..
+    } = Scratch::prepare("sweeper")?;
+    print_sweeper(&sweeper_idle(&root, &dir, &wasm)?);
+    Ok(())
+}
+
+/// `huntgate-bench footprint`: the footprint items alone (module sizes, Envoy RSS
+/// bare and with huntgate at 1 and 2 workers, bytes per hunter), printed as JSON.
+fn footprint_only() -> Result<()> {
+    let Scratch {
+        root, dir, wasm, ..
+    } = Scratch::prepare("footprint")?;
+    let empty = copy_artifact(
+        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
+        &dir.join("empty-filter.wasm"),
+    )?;
+    let footprint = footprint::measure(&root, &dir, &wasm, &empty)?;
+    println!("{}", serde_json::to_string_pretty(&footprint)?);
     Ok(())
 }
 
@@ -792,6 +820,12 @@ fn main() -> Result<()> {
     if mode == "scale" {
         return join_scale();
     }
+    if mode == "footprint" {
+        return footprint_only();
+    }
+    if mode == "sweeper" {
+        return sweeper_only();
+    }
     if mode == "flood" || mode == "soak" {
         return flood_or_soak(&mode);
     }
@@ -800,7 +834,7 @@ fn main() -> Result<()> {
         "smoke" => (true, false),
         "gate" => (true, true),
         other => {
-            bail!("usage: huntgate-bench [full|smoke|gate|control|redis|fleet|scale|flood|soak] (got {other:?})")
+            bail!("usage: huntgate-bench [full|smoke|gate|control|redis|fleet|scale|sweeper|footprint|flood|soak] (got {other:?})")
         }
     };
     let started = Instant::now();
