@@ -9,6 +9,9 @@
 #                     an admitted join (10 active) more than BENCH_JOIN_GATE (150k), or the
 #                     join at 3,000 active costs more than BENCH_SCALE_GATE (130) per cent
 #                     of the join at 10
+#   make bench-paths  only the instruction counts of one hunt's paths (bare, hot, joins,
+#                     non-hunt, empty wasm, local_ratelimit), printed; BENCH_CASES=hot,non-hunt
+#                     keeps only those (with bare)
 #   make bench-scale  only the scale points (join admitted/refused at 10 and 50,000 active,
 #                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs BENCH_SWEEPER_HUNTS
 #                     (1,000) listed hunts), printed
@@ -29,7 +32,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
+.PHONY: bench bench-smoke bench-paths bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -65,6 +68,8 @@ bench-smoke: tools wasm bench-build
 	$(WITH_TOOLS) BENCH_HOT_GATE=$(BENCH_HOT_GATE) BENCH_JOIN_GATE=$(BENCH_JOIN_GATE) \
 		BENCH_SCALE_GATE=$(BENCH_SCALE_GATE) HUNTGATE_GOVERNOR=$(CURDIR)/target/debug/huntgate-governor $(BENCH_BIN) smoke
 
+bench-paths: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) paths
 bench-scale: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) scale
 

@@ -1,8 +1,9 @@
-//! The one adapter to the proxy-wasm host ABI.
+//! The calls this module makes into the proxy-wasm host (the ABI's imports;
+//! `exports.rs` is the other direction).
 //!
-//! The SDK's `hostcalls` panic on unexpected statuses and on non-UTF-8 header
-//! values (a trap that would kill the worker's VM), so the few calls the filter
-//! makes are bound here directly, and every status becomes a `Result`.
+//! Bound directly, without the proxy-wasm SDK: its `hostcalls` panic on unexpected
+//! statuses and on non-UTF-8 header values (a trap that would kill the worker's VM),
+//! so every status becomes a `Result` here.
 
 use std::ptr::null_mut;
 
@@ -121,6 +122,19 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -223,30 +237,34 @@ pub fn call_response_body(max_size: usize) -> Result<Vec<u8>, HostError> {
     )
 }
 
-/// Dispatches an HTTP call to an Envoy cluster; the answer arrives in the root
-/// context's `on_http_call_response`.
-///
-/// This one goes through the SDK, because the SDK's dispatcher must register the
-/// token to route the answer. Its wrapper panics only on a status other than Ok,
-/// BadArgument and InternalFailure, which Envoy's `http_call` does not return for
-/// well-formed headers (ours always are).
+/// Dispatches an HTTP call to an Envoy cluster; the answer arrives in the
+/// calling root context's `on_http_call_response` with the returned token.
 pub fn dispatch_http_call(
     cluster: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
     timeout_ms: u32,
 ) -> Result<u32, HostError> {
-    proxy_wasm::hostcalls::dispatch_http_call(
-        cluster,
-        headers.to_vec(),
-        body,
-        Vec::new(),
-        std::time::Duration::from_millis(u64::from(timeout_ms)),
-    )
-    .map_err(|status| HostError {
-        call: "http_call",
-        status: status as u32,
-    })
+    let serialized_headers = huntgate_core::abi::encode_header_pairs(headers);
+    let no_trailers = huntgate_core::abi::encode_header_pairs(&[]);
+    let body = body.unwrap_or_default();
+    let mut token: u32 = 0;
+    // SAFETY: pointers and lengths come from live buffers; the host writes one u32.
+    check("http_call", unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            serialized_headers.as_ptr(),
+            serialized_headers.len(),
+            body.as_ptr(),
+            body.len(),
+            no_trailers.as_ptr(),
+            no_trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
 }
 
 /// The Envoy node id (`node.id`, in Istio the pod's), or `None` when unset.

@@ -3,13 +3,11 @@
 
 use std::rc::Rc;
 
-use huntgate_core::engine::{Event, IssuedTicket, SessionRef};
-use huntgate_core::request::{reads_header, COOKIE_PREFIX, DECISION_HEADER, TICKET_HEADER};
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
-
+use crate::exports::Action;
 use crate::host::{self, HeaderMap, HostSharedData, Level};
 use crate::root_context::Shared;
+use huntgate_core::engine::{Event, IssuedTicket, SessionRef};
+use huntgate_core::request::{reads_header, COOKIE_PREFIX, DECISION_HEADER, TICKET_HEADER};
 
 /// One HTTP stream.
 pub struct HuntgateHttp {
@@ -102,10 +100,9 @@ impl HuntgateHttp {
     }
 }
 
-impl Context for HuntgateHttp {}
-
-impl HttpContext for HuntgateHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+impl HuntgateHttp {
+    /// The request headers: admission's decision, applied.
+    pub fn on_request_headers(&mut self) -> Action {
         let shared = Rc::clone(&self.shared);
         let Ok(metrics) = shared.metrics.try_borrow() else {
             return Action::Continue;
@@ -172,7 +169,8 @@ impl HttpContext for HuntgateHttp {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// The response headers: the session-end header read, the ticket attached.
+    pub fn on_response_headers(&mut self) {
         if self.hunt_response && self.shared.config.session_end.header.is_some() {
             self.end_if_asked();
         }
@@ -187,6 +185,5 @@ impl HttpContext for HuntgateHttp {
                 warn(&format!("cannot attach ticket: {e}"));
             }
         }
-        Action::Continue
     }
 }

@@ -5,16 +5,8 @@
 
 #[cfg(feature = "crash-test")]
 mod crash_test;
+mod exports;
 mod host;
 mod http_context;
 mod metrics;
 mod root_context;
-
-proxy_wasm::main! {{
-    std::panic::set_hook(Box::new(|info| {
-        host::log(host::Level::Error, &format!("panic: {info}"));
-    }));
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root_context::HuntgateRoot::new(context_id))
-    });
-}}

@@ -10,8 +10,6 @@ use huntgate_core::fetcher::{FetchResult, Fetcher};
 use huntgate_core::lease::EndsReport;
 use huntgate_core::store;
 use huntgate_core::throttle::MAX_THROTTLE_BYTES;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
 
 use crate::host::{self, HeaderMap, HostSharedData, Level};
 use crate::http_context::HuntgateHttp;
@@ -157,9 +155,7 @@ impl HuntgateRoot {
             }
         }
     }
-}
 
-impl HuntgateRoot {
     /// Hands the lease answer's ends (if it had any) to the worker: it records
     /// other proxies' ends and retires the ones this process reported.
     fn fleet_ends_received(&mut self, shared: &Shared, now: u64) {
@@ -186,10 +182,9 @@ impl HuntgateRoot {
             metrics.fleet_ends(recorded.recorded, recorded.full, worker.ends_unshared());
         }
     }
-}
 
-impl Context for HuntgateRoot {
-    fn on_http_call_response(
+    /// The governor's answer to the call with `token_id` (or its failure).
+    pub fn on_http_call_response(
         &mut self,
         token_id: u32,
         _num_headers: usize,
@@ -248,10 +243,9 @@ impl Context for HuntgateRoot {
         // governor makes in between reaches this proxy at once.
         self.fetch_if_due(&shared, now);
     }
-}
 
-impl RootContext for HuntgateRoot {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    /// Compiles the plugin configuration and prepares shared data; false refuses it.
+    pub fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = match host::plugin_configuration() {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -311,7 +305,8 @@ impl RootContext for HuntgateRoot {
         true
     }
 
-    fn on_tick(&mut self) {
+    /// The tick: the governor fetch when due, sweeping and gauges.
+    pub fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -357,15 +352,8 @@ impl RootContext for HuntgateRoot {
         }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        let http: Box<dyn HttpContext> = Box::new(HuntgateHttp::new(shared));
-        #[cfg(feature = "crash-test")]
-        let http: Box<dyn HttpContext> = Box::new(crate::crash_test::Crashing(http));
-        Some(http)
+    /// The context of a new HTTP stream (none before a configuration compiled).
+    pub fn create_http_context(&self) -> Option<HuntgateHttp> {
+        self.shared.clone().map(HuntgateHttp::new)
     }
 }

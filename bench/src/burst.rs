@@ -62,6 +62,7 @@ fn proxy(
         },
         workers: WORKERS,
         governor_port: Some(governor.port),
+        upstream_port: None,
         cachegrind_out: None,
     };
     Envoy::start(

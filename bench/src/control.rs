@@ -261,6 +261,7 @@ fn start_envoy(
         },
         workers: WORKERS,
         governor_port: Some(governor.port),
+        upstream_port: None,
         cachegrind_out: None,
     };
     let envoy = Envoy::start(root, dir, name, &spec, Duration::from_secs(60))?;

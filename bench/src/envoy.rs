@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::filters::{clusters, Filters};
+use crate::filters::{clusters, route_action, Filters};
 use crate::http;
 use crate::process::{Checked as _, ChildGuard};
 use huntgate_harness::ports::free_port;
@@ -23,6 +23,9 @@ pub struct EnvoySpec {
     pub workers: u32,
     /// Port of a governor to add as cluster `governor`.
     pub governor_port: Option<u16>,
+    /// Proxy every request to this loopback port (cluster `upstream`) instead of
+    /// answering with a `direct_response`.
+    pub upstream_port: Option<u16>,
     /// Write cachegrind counts here (runs Envoy under valgrind).
     pub cachegrind_out: Option<PathBuf>,
 }
@@ -60,7 +63,11 @@ pub fn render(
         .replace("@LISTEN_PORT@", &port.to_string())
         .replace("@RATE_LIMITS@", &spec.filters.rate_limits())
         .replace("@HTTP_FILTERS@\n", &filters)
-        .replace("@CLUSTERS@", &clusters(spec.governor_port));
+        .replace("@ROUTE_ACTION@\n", &route_action(spec.upstream_port))
+        .replace(
+            "@CLUSTERS@",
+            &clusters(spec.governor_port, spec.upstream_port),
+        );
     let path = dir.join(format!("{name}.yaml"));
     fs::write(&path, rendered)?;
     Ok(path)

@@ -186,12 +186,33 @@ fn local_ratelimit(hunts: u32) -> String {
     out
 }
 
-/// The `clusters` list: the governor's when `governor_port` is set.
-pub fn clusters(governor_port: Option<u16>) -> String {
-    match governor_port {
-        None => "[]".to_string(),
-        Some(port) => format!(
-            "\n  - name: governor\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: governor\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{address: 127.0.0.1, port_value: {port}}}\n"
-        ),
+/// The `clusters` list: the governor's when `governor_port` is set, the
+/// proxied upstream's when `upstream_port` is.
+pub fn clusters(governor_port: Option<u16>, upstream_port: Option<u16>) -> String {
+    let named = [("governor", governor_port), ("upstream", upstream_port)];
+    let listed: Vec<String> = named
+        .iter()
+        .filter_map(|(name, port)| port.map(|port| static_cluster(name, port)))
+        .collect();
+    if listed.is_empty() {
+        "[]".to_string()
+    } else {
+        format!("\n{}", listed.concat())
+    }
+}
+
+/// One STATIC loopback cluster (2-space indented list item).
+fn static_cluster(name: &str, port: u16) -> String {
+    format!(
+        "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{address: 127.0.0.1, port_value: {port}}}\n"
+    )
+}
+
+/// The route's action (16-space indented): proxy to cluster `upstream`, or answer
+/// `200 ok` directly.
+pub fn route_action(upstream_port: Option<u16>) -> String {
+    match upstream_port {
+        Some(_) => "                route: {cluster: upstream}\n".to_string(),
+        None => "                direct_response:\n                  status: 200\n                  body: {inline_string: \"ok\\n\"}\n".to_string(),
     }
 }

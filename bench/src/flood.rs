@@ -54,6 +54,7 @@ fn start(root: &Path, dir: &Path, name: &str, wasm: &Path, max_hunters: u32) -> 
         },
         workers: WORKERS,
         governor_port: None,
+        upstream_port: None,
         cachegrind_out: None,
     };
     let envoy = Envoy::start(root, dir, name, &spec, Duration::from_secs(60))?;

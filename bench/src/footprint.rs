@@ -25,6 +25,7 @@ fn envoy_rss(root: &Path, dir: &Path, filters: &Filters, workers: u32) -> Result
         filters: filters.clone(),
         workers,
         governor_port: None,
+        upstream_port: None,
         cachegrind_out: None,
     };
     let envoy = Envoy::start(root, dir, &name, &spec, Duration::from_secs(60))?;
@@ -45,6 +46,7 @@ fn measured_bytes_per_hunter(root: &Path, dir: &Path, wasm: &Path, hunters: u32)
             feed: None,
         },
         workers: 1,
+        upstream_port: None,
         governor_port: None,
         cachegrind_out: None,
     };

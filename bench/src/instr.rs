@@ -150,6 +150,7 @@ fn run_once(
         filters,
         workers: 1,
         governor_port: case.lease.map(|l| l.governor_port),
+        upstream_port: None,
         cachegrind_out: Some(out.clone()),
     };
     let requests = Requests::new(case.scale)?;

@@ -126,7 +126,9 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-/// Throughput and latency of bare Envoy, huntgate (hot path), the empty filter and local_ratelimit.
+/// Throughput and latency of bare Envoy, huntgate (hot path), the empty filter and
+/// local_ratelimit: answering with a `direct_response` (the top-level keys), then
+/// proxying every request to a small upstream (`proxied`, the same keys).
 pub fn measure(
     root: &Path,
     dir: &Path,
@@ -134,7 +136,46 @@ pub fn measure(
     empty: &Path,
     settings: LoadSettings,
 ) -> Result<Value> {
+    let mut direct = measure_variants(root, dir, wasm, empty, settings, None)?;
+    // The upstream: bare Envoy answering `200 ok` on one worker of its own.
+    let upstream_spec = EnvoySpec {
+        filters: Filters::Bare,
+        workers: 1,
+        governor_port: None,
+        upstream_port: None,
+        cachegrind_out: None,
+    };
+    let upstream = Envoy::start(
+        root,
+        dir,
+        "load-upstream",
+        &upstream_spec,
+        Duration::from_secs(60),
+    )?;
+    let proxied = measure_variants(root, dir, wasm, empty, settings, Some(upstream.port));
+    upstream.stop()?;
+    if let Some(fields) = direct.as_object_mut() {
+        fields.insert("proxied".to_string(), proxied?);
+    }
+    Ok(direct)
+}
+
+/// One set of interleaved rounds over the four variants; with `upstream_port`, each
+/// variant proxies to it.
+fn measure_variants(
+    root: &Path,
+    dir: &Path,
+    wasm: &Path,
+    empty: &Path,
+    settings: LoadSettings,
+    upstream_port: Option<u16>,
+) -> Result<Value> {
     let headers = hot_headers()?;
+    let tag = if upstream_port.is_some() {
+        "proxied-"
+    } else {
+        ""
+    };
     let variants = [
         ("bare", Filters::Bare),
         (
@@ -157,12 +198,13 @@ pub fn measure(
             filters: filters.clone(),
             workers: 1,
             governor_port: None,
+            upstream_port,
             cachegrind_out: None,
         };
         let envoy = Envoy::start(
             root,
             dir,
-            &format!("load-{name}"),
+            &format!("load-{tag}{name}"),
             &spec,
             Duration::from_secs(60),
         )?;
@@ -183,26 +225,36 @@ pub fn measure(
         - 1.0;
     let rate = bare / 2.0;
     let mut latency = Vec::new();
-    for (name, envoy) in envoys.iter().take(2) {
+    for (name, envoy) in &envoys {
         let (p50, p99, n) = h2load(
             envoy.port,
             rate,
             settings.latency_s,
             &headers,
-            &dir.join(format!("h2load-{name}.log")),
+            &dir.join(format!("h2load-{tag}{name}.log")),
         )?;
         latency.push(json!({"variant": name, "p50_us": p50, "p99_us": p99, "requests": n}));
     }
-    let added = |key: &str| -> f64 {
+    // Added over bare (the first variant), for the variant at `index`.
+    let added = |index: usize, key: &str| -> f64 {
         let get = |i: usize| {
             latency
                 .get(i)
-                .and_then(|v| v[key].as_f64())
+                .and_then(|v: &Value| v[key].as_f64())
                 .unwrap_or(f64::NAN)
         };
-        get(1) - get(0)
+        get(index) - get(0)
     };
-    let (added_p50, added_p99) = (added("p50_us"), added("p99_us"));
+    let (added_p50, added_p99) = (added(1, "p50_us"), added(1, "p99_us"));
+    let added_each: Vec<(f64, f64)> = (0..latency.len())
+        .map(|i| (added(i, "p50_us").round(), added(i, "p99_us").round()))
+        .collect();
+    for (entry, (p50, p99)) in latency.iter_mut().zip(added_each).skip(1) {
+        if let Some(fields) = entry.as_object_mut() {
+            fields.insert("added_p50_us".to_string(), json!(p50));
+            fields.insert("added_p99_us".to_string(), json!(p99));
+        }
+    }
     for (_, envoy) in envoys {
         envoy.stop()?;
     }

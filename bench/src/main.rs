@@ -404,11 +404,22 @@ fn goals(results: &Value) -> Vec<Goal> {
             met: Some(ratio >= 0.80),
         });
     }
+    let proxied = &load["proxied"];
+    let proxied_ratio = proxied["throughput"]
+        .as_array()
+        .and_then(|t| t.iter().find(|v| v["variant"] == "huntgate"))
+        .and_then(|v| v["ratio_to_bare"].as_f64());
     goals.push(Goal {
         what: "throughput vs bare (proxying to an upstream)".into(),
         target: "≥ 0.90×".into(),
-        measured: "not measured".into(),
-        met: None,
+        measured: proxied_ratio.map_or_else(
+            || "not measured".into(),
+            |ratio| {
+                let noisy = proxied["noisy"].as_bool() == Some(true);
+                format!("{ratio:.2}×{}", if noisy { " (noisy)" } else { "" })
+            },
+        ),
+        met: proxied_ratio.map(|ratio| ratio >= 0.90),
     });
     if let Some(p99) = load["added_p99_us"].as_f64() {
         goals.push(Goal {
@@ -807,6 +818,21 @@ fn flood_or_soak(mode: &str) -> Result<()> {
     Ok(())
 }
 
+/// `huntgate-bench load`: only the wall-clock throughput and latency (direct and
+/// proxied), printed as JSON.
+fn load_only() -> Result<()> {
+    let Scratch {
+        root, dir, wasm, ..
+    } = Scratch::prepare("load")?;
+    let empty = copy_artifact(
+        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
+        &dir.join("empty-filter.wasm"),
+    )?;
+    let load = load::measure(&root, &dir, &wasm, &empty, settings(false).load)?;
+    println!("{}", serde_json::to_string_pretty(&load)?);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mode = std::env::args()
         .nth(1)
@@ -826,6 +852,9 @@ fn main() -> Result<()> {
     if mode == "sweeper" {
         return sweeper_only();
     }
+    if mode == "load" {
+        return load_only();
+    }
     if mode == "flood" || mode == "soak" {
         return flood_or_soak(&mode);
     }
@@ -833,8 +862,9 @@ fn main() -> Result<()> {
         "full" => (false, false),
         "smoke" => (true, false),
         "gate" => (true, true),
+        "paths" => (false, true),
         other => {
-            bail!("usage: huntgate-bench [full|smoke|gate|control|redis|fleet|scale|sweeper|footprint|flood|soak] (got {other:?})")
+            bail!("usage: huntgate-bench [full|smoke|gate|paths|load|control|redis|fleet|scale|sweeper|footprint|flood|soak] (got {other:?})")
         }
     };
     let started = Instant::now();
@@ -862,7 +892,15 @@ fn main() -> Result<()> {
         "== instruction counts ({} → {} requests, {} at a time)",
         settings.n.0, settings.n.1, settings.jobs
     );
-    let (main_cases, scale_cases) = cases(&settings, &wasm, &empty);
+    let (mut main_cases, mut scale_cases) = cases(&settings, &wasm, &empty);
+    if mode == "paths" {
+        // Only the paths of one hunt (no scale points), or the cases BENCH_CASES names.
+        scale_cases.clear();
+        if let Ok(only) = std::env::var("BENCH_CASES") {
+            let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+            main_cases.retain(|c| c.id == "bare" || wanted.contains(&c.id.as_str()));
+        }
+    }
     let t = Instant::now();
     let main_results = instr::measure_all(
         &root,

@@ -195,6 +195,9 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
             load["latency_rate_rps"], load["added_p50_us"], load["added_p99_us"]
         );
         let _ = writeln!(md, "\nLatency at {} req/s (half of bare, h2load open loop): added p50 {} µs, added p99 {} µs; bare spread between rounds {} (load average {} → {}).\n", load["latency_rate_rps"], load["added_p50_us"], load["added_p99_us"], load["bare_spread_max_over_min"], load["load_average_before"].as_str().unwrap_or(""), load["load_average_after"].as_str().unwrap_or(""));
+        if let Some(proxied) = load.get("proxied").filter(|p| !p.is_null()) {
+            proxied_table(&mut text, &mut md, proxied);
+        }
     }
     if let Some(control) = results.get("control").filter(|c| !c.is_null()) {
         let _ = writeln!(
@@ -255,4 +258,50 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
         );
     }
     (text, md)
+}
+
+/// The proxied rounds: throughput and added latency of each variant proxying to a
+/// small upstream (bare Envoy with a `direct_response`).
+fn proxied_table(text: &mut String, md: &mut String, proxied: &Value) {
+    let _ = writeln!(
+        text,
+        "\nProxying to an upstream (wrk, 1 worker, median of interleaved rounds; latency at {} req/s){}",
+        proxied["latency_rate_rps"],
+        if proxied["noisy"].as_bool() == Some(true) {
+            " — NOISY machine"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "| proxying to an upstream (1 worker) | req/s | × bare | added p50 µs | added p99 µs |\n|---|---:|---:|---:|---:|"
+    );
+    let latency = proxied["latency"].as_array().cloned().unwrap_or_default();
+    for t in proxied["throughput"].as_array().into_iter().flatten() {
+        let variant = t["variant"].as_str().unwrap_or("");
+        let lat = latency.iter().find(|l| l["variant"] == variant);
+        let field = |key: &str| {
+            lat.and_then(|l| l[key].as_f64())
+                .map_or_else(|| "–".to_string(), |v| format!("{v:+.0}"))
+        };
+        let (p50, p99) = (field("added_p50_us"), field("added_p99_us"));
+        let _ = writeln!(
+            text,
+            "{variant:<18} {:>10} req/s {:>6}×  added p50 {p50} µs, p99 {p99} µs",
+            t["median_rps"], t["ratio_to_bare"]
+        );
+        let _ = writeln!(
+            md,
+            "| {variant} | {} | {} | {p50} | {p99} |",
+            t["median_rps"], t["ratio_to_bare"]
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nProxied: bare spread between rounds {} (load average {} → {}).\n",
+        proxied["bare_spread_max_over_min"],
+        proxied["load_average_before"].as_str().unwrap_or(""),
+        proxied["load_average_after"].as_str().unwrap_or("")
+    );
 }
