@@ -5,13 +5,17 @@
 #                     scale points), control-path speed, footprint, throughput and
 #                     latency; prints a table, writes bench-out/results.{json,md}
 #   make bench-smoke  the instruction-count gates on a tiny setting (run by make test):
-#                     fails if the hot path adds more than BENCH_HOT_GATE (52k) instructions,
-#                     an admitted join (10 active) more than BENCH_JOIN_GATE (150k), or the
+#                     fails if the hot path adds more than BENCH_HOT_GATE (46k) instructions,
+#                     an admitted join (10 active) more than BENCH_JOIN_GATE (138k), or the
 #                     join at 3,000 active costs more than BENCH_SCALE_GATE (130) per cent
 #                     of the join at 10
 #   make bench-paths  only the instruction counts of one hunt's paths (bare, hot, joins,
 #                     non-hunt, empty wasm, local_ratelimit), printed; BENCH_CASES=hot,non-hunt
 #                     keeps only those (with bare)
+#   make bench-load   only the wall-clock figures (wrk throughput in interleaved rounds,
+#                     h2load latency at half of bare's rate) for bare, huntgate, the empty
+#                     filter and local_ratelimit, answering directly and proxying to an
+#                     upstream Envoy; printed as JSON (about 6 minutes)
 #   make bench-scale  only the scale points (join admitted/refused at 10 and 50,000 active,
 #                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs BENCH_SWEEPER_HUNTS
 #                     (1,000) listed hunts), printed
@@ -32,7 +36,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-paths bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
+.PHONY: bench bench-smoke bench-paths bench-load bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -53,15 +57,16 @@ bench-control: tools wasm bench-build
 	$(WITH_TOOLS) HUNTGATE_GOVERNOR=$(CURDIR)/target/release/huntgate-governor $(BENCH_BIN) control
 
 # The smoke run uses the debug governor (the e2e suite builds it anyway).
-# Gate: a regression gate at today's hot path (≈ 44k added: 41.7k–46.1k on the
-# CI machine of 2026-12-02 for the same code, + 20 %), not the issue's goal (30k;
-# ≤ 36k as a gate), which the filter still misses (README, Performance). Lower it
-# as the hot path gets cheaper.
-BENCH_HOT_GATE ?= 52000
-# Join gate: an admitted join at 10 active hunters measured 123k–125k added on the
-# same machine (2026-12-03), + 20 % → 150k; the goal (60k) is still missed.
-BENCH_JOIN_GATE ?= 150000
-# Scale gate (the issue's): the join at 3,000 active ≤ 1.3 × the join at 10 (1.16× measured).
+# Gate: a regression gate at today's hot path (38.5k added in make bench-paths and
+# 37.8k in this smoke's own setting, 2026-12-03, since the filter binds the ABI
+# without the proxy-wasm SDK; + 20 %), not the issue's goal (30k; ≤ 36k as a gate),
+# which the filter still misses (README, Performance). Lower it as the hot path
+# gets cheaper.
+BENCH_HOT_GATE ?= 46000
+# Join gate: an admitted join at 10 active hunters measured 114.5k–115.6k added on
+# the same machine (2026-12-03), + 20 % → 138k; the goal (60k) is still missed.
+BENCH_JOIN_GATE ?= 138000
+# Scale gate (the issue's): the join at 3,000 active ≤ 1.3 × the join at 10 (1.0× measured).
 BENCH_SCALE_GATE ?= 130
 bench-smoke: tools wasm bench-build
 	cargo build -p huntgate-governor
@@ -70,6 +75,8 @@ bench-smoke: tools wasm bench-build
 
 bench-paths: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) paths
+bench-load: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) load
 bench-scale: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) scale
 

@@ -81,6 +81,8 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
     let bare2 = envoy_rss(root, dir, &Filters::Bare, 2)?;
     let hg1 = envoy_rss(root, dir, &huntgate, 1)?;
     let hg2 = envoy_rss(root, dir, &huntgate, 2)?;
+    // What V8 itself costs: the SDK's empty filter at 2 workers.
+    let empty2 = envoy_rss(root, dir, &Filters::EmptyWasm(empty.to_path_buf()), 2)?;
     let per_hunter = measured_bytes_per_hunter(root, dir, wasm, 50_000)?;
     // The default max_tracked_hunts (1,024) lays out this many shards per slot.
     let shards = shards_for(1_024);
@@ -104,7 +106,9 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
             "bare_2_workers": mib(bare2),
             "huntgate_1_worker": mib(hg1),
             "huntgate_2_workers": mib(hg2),
+            "empty_wasm_2_workers": mib(empty2),
         },
+        "empty_wasm_extra_mib_2_workers": mib(empty2.saturating_sub(bare2)),
         "huntgate_extra_mib_2_workers": mib(hg2.saturating_sub(bare2)),
         "huntgate_extra_mib_per_worker_vm": mib((hg2.saturating_sub(bare2)).saturating_sub(hg1.saturating_sub(bare1))),
         "shared_data_layout_per_hunt": layout,
