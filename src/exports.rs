@@ -106,12 +106,12 @@ pub extern "C" fn proxy_on_vm_start(_root_id: u32, _vm_configuration_size: usize
 
 /// The plugin configuration of root `root_id` arrived (at start and on every change).
 #[no_mangle]
-pub extern "C" fn proxy_on_configure(root_id: u32, plugin_configuration_size: usize) -> bool {
+pub extern "C" fn proxy_on_configure(root_id: u32, _plugin_configuration_size: usize) -> bool {
     with_contexts(false, |contexts| {
         contexts
             .roots
             .get_mut(&root_id)
-            .is_some_and(|root| root.on_configure(plugin_configuration_size))
+            .is_some_and(HuntgateRoot::on_configure)
     })
 }
 
@@ -130,13 +130,13 @@ pub extern "C" fn proxy_on_tick(root_id: u32) {
 pub extern "C" fn proxy_on_http_call_response(
     root_id: u32,
     token: u32,
-    num_headers: usize,
+    _num_headers: usize,
     body_size: usize,
-    num_trailers: usize,
+    _num_trailers: usize,
 ) {
     with_contexts((), |contexts| {
         if let Some(root) = contexts.roots.get_mut(&root_id) {
-            root.on_http_call_response(token, num_headers, body_size, num_trailers);
+            root.on_http_call_response(token, body_size);
         }
     });
 }

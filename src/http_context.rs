@@ -98,9 +98,7 @@ impl HuntgateHttp {
             }
         }
     }
-}
 
-impl HuntgateHttp {
     /// The request headers: admission's decision, applied.
     pub fn on_request_headers(&mut self) -> Action {
         let shared = Rc::clone(&self.shared);

@@ -184,13 +184,7 @@ impl HuntgateRoot {
     }
 
     /// The governor's answer to the call with `token_id` (or its failure).
-    pub fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
+    pub fn on_http_call_response(&mut self, token_id: u32, body_size: usize) {
         let (Some(shared), Ok(now)) = (self.shared.clone(), host::now_ms()) else {
             return;
         };
@@ -245,7 +239,7 @@ impl HuntgateRoot {
     }
 
     /// Compiles the plugin configuration and prepares shared data; false refuses it.
-    pub fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    pub fn on_configure(&mut self) -> bool {
         let bytes = match host::plugin_configuration() {
             Ok(bytes) => bytes,
             Err(e) => {

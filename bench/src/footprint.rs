@@ -46,8 +46,8 @@ fn measured_bytes_per_hunter(root: &Path, dir: &Path, wasm: &Path, hunters: u32)
             feed: None,
         },
         workers: 1,
-        upstream_port: None,
         governor_port: None,
+        upstream_port: None,
         cachegrind_out: None,
     };
     let envoy = Envoy::start(root, dir, "rss-hunters", &spec, Duration::from_secs(60))?;

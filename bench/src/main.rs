@@ -385,41 +385,22 @@ fn goals(results: &Value) -> Vec<Goal> {
     );
     instr_goal("added instr/request, non-hunt", "non-hunt", 25_000.0);
     let load = &results["load"];
-    if let Some(ratio) = load["throughput"]
-        .as_array()
-        .and_then(|t| t.iter().find(|v| v["variant"] == "huntgate"))
-        .and_then(|v| v["ratio_to_bare"].as_f64())
-    {
+    if let Some((ratio, measured)) = huntgate_throughput(load) {
         goals.push(Goal {
             what: "throughput vs bare (direct_response)".into(),
             target: "≥ 0.80×".into(),
-            measured: format!(
-                "{ratio:.2}×{}",
-                if load["noisy"].as_bool() == Some(true) {
-                    " (noisy)"
-                } else {
-                    ""
-                }
-            ),
+            measured,
             met: Some(ratio >= 0.80),
         });
     }
-    let proxied = &load["proxied"];
-    let proxied_ratio = proxied["throughput"]
-        .as_array()
-        .and_then(|t| t.iter().find(|v| v["variant"] == "huntgate"))
-        .and_then(|v| v["ratio_to_bare"].as_f64());
+    let proxied = huntgate_throughput(&load["proxied"]);
     goals.push(Goal {
         what: "throughput vs bare (proxying to an upstream)".into(),
         target: "≥ 0.90×".into(),
-        measured: proxied_ratio.map_or_else(
-            || "not measured".into(),
-            |ratio| {
-                let noisy = proxied["noisy"].as_bool() == Some(true);
-                format!("{ratio:.2}×{}", if noisy { " (noisy)" } else { "" })
-            },
-        ),
-        met: proxied_ratio.map(|ratio| ratio >= 0.90),
+        measured: proxied
+            .as_ref()
+            .map_or_else(|| "not measured".into(), |(_, measured)| measured.clone()),
+        met: proxied.map(|(ratio, _)| ratio >= 0.90),
     });
     if let Some(p99) = load["added_p99_us"].as_f64() {
         goals.push(Goal {
@@ -487,6 +468,30 @@ fn empty_dir_and_filter(root: &Path, dir: &Path, copy_in: &Path) -> Result<PathB
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("dist/huntgate.wasm"));
     copy_artifact(&source, &copy_in.join("huntgate.wasm"))
+}
+
+/// huntgate's throughput ratio to bare in one set of load rounds (`load`, or its
+/// `proxied` set), and that ratio as the goals table shows it.
+fn huntgate_throughput(set: &Value) -> Option<(f64, String)> {
+    let ratio = set["throughput"]
+        .as_array()?
+        .iter()
+        .find(|v| v["variant"] == "huntgate")?["ratio_to_bare"]
+        .as_f64()?;
+    let noisy = if set["noisy"].as_bool() == Some(true) {
+        " (noisy)"
+    } else {
+        ""
+    };
+    Some((ratio, format!("{ratio:.2}×{noisy}")))
+}
+
+/// Copies the empty filter's module (built by `make bench-build`) into `dir`.
+fn copy_empty_filter(root: &Path, dir: &Path) -> Result<PathBuf> {
+    copy_artifact(
+        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
+        &dir.join("empty-filter.wasm"),
+    )
 }
 
 /// Where a run of one bench mode works: the checkout, bench-out/, its scratch
@@ -776,10 +781,7 @@ fn footprint_only() -> Result<()> {
     let Scratch {
         root, dir, wasm, ..
     } = Scratch::prepare("footprint")?;
-    let empty = copy_artifact(
-        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
-        &dir.join("empty-filter.wasm"),
-    )?;
+    let empty = copy_empty_filter(&root, &dir)?;
     let footprint = footprint::measure(&root, &dir, &wasm, &empty)?;
     println!("{}", serde_json::to_string_pretty(&footprint)?);
     Ok(())
@@ -824,10 +826,7 @@ fn load_only() -> Result<()> {
     let Scratch {
         root, dir, wasm, ..
     } = Scratch::prepare("load")?;
-    let empty = copy_artifact(
-        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
-        &dir.join("empty-filter.wasm"),
-    )?;
+    let empty = copy_empty_filter(&root, &dir)?;
     let load = load::measure(&root, &dir, &wasm, &empty, settings(false).load)?;
     println!("{}", serde_json::to_string_pretty(&load)?);
     Ok(())
@@ -882,10 +881,7 @@ fn main() -> Result<()> {
     let dir = out.join("runs");
     // Copies: others may rebuild dist/ while the bench runs.
     let wasm = empty_dir_and_filter(&root, &dir, &out)?;
-    let empty = copy_artifact(
-        &root.join("target/wasm32-wasip1/release/huntgate_bench_empty_filter.wasm"),
-        &out.join("empty-filter.wasm"),
-    )?;
+    let empty = copy_empty_filter(&root, &out)?;
     let mut timings = Vec::new();
 
     eprintln!(

@@ -163,11 +163,7 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
         let _ = writeln!(
             text,
             "\nThroughput (wrk, --concurrency 1, median of interleaved rounds){}",
-            if load["noisy"].as_bool() == Some(true) {
-                " — NOISY machine"
-            } else {
-                ""
-            }
+            noisy_note(load)
         );
         let _ = writeln!(
             md,
@@ -267,11 +263,7 @@ fn proxied_table(text: &mut String, md: &mut String, proxied: &Value) {
         text,
         "\nProxying to an upstream (wrk, 1 worker, median of interleaved rounds; latency at {} req/s){}",
         proxied["latency_rate_rps"],
-        if proxied["noisy"].as_bool() == Some(true) {
-            " — NOISY machine"
-        } else {
-            ""
-        }
+        noisy_note(proxied)
     );
     let _ = writeln!(
         md,
@@ -304,4 +296,13 @@ fn proxied_table(text: &mut String, md: &mut String, proxied: &Value) {
         proxied["load_average_before"].as_str().unwrap_or(""),
         proxied["load_average_after"].as_str().unwrap_or("")
     );
+}
+
+/// " — NOISY machine" when a set of load rounds was flagged noisy, else "".
+fn noisy_note(set: &Value) -> &'static str {
+    if set["noisy"].as_bool() == Some(true) {
+        " — NOISY machine"
+    } else {
+        ""
+    }
 }
