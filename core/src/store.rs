@@ -57,9 +57,14 @@
 //! value carries its owner's tag and every update checks it, so a worker whose
 //! registry view is stale cannot count into the slot's new hunt: its update fails
 //! with [`StoreError::SlotMoved`] and it looks the hunt up again. Reassignment is
-//! done by one worker at a time (the registrar lease): tag the count (the point
-//! from which the old hunt's updates fail), empty the shards under the new tag,
-//! then rename the slot in the registry.
+//! done by one worker at a time (the registrar lease): lock the count under a
+//! transit tag (the point from which the old hunt's updates fail and no join takes
+//! a seat), empty the shards and the queue under the new tag, give the count the
+//! new tag, then rename the slot in the registry. Should the lease lapse mid-way (a worker
+//! stalled past it) and a second registrar take the same slot, the first one's
+//! later writes are fenced by the count's tag: each reads its key, then the count,
+//! then writes on the key's token, so it stops at its next write instead of
+//! re-tagging shards or renaming the slot over the second registrar's work.
 
 use sha2::{Digest, Sha256};
 
@@ -154,6 +159,21 @@ pub fn hunter_key(hunt: &str, hunter: &str) -> u64 {
 /// The owner tag of a hunt's slot: never 0 (0 marks a slot never used).
 pub fn hunt_tag(hunt: &str) -> u64 {
     digest64(&[b"slot", hunt.as_bytes()]).max(1)
+}
+
+/// The tag a slot's count carries while registrar `owner` does its `attempt`-th
+/// reassignment (to the hunt of `tag`): no hunt's tag (and never 0), so every join
+/// and sweep of the slot fails with [`StoreError::SlotMoved`] until it is done;
+/// and never another reassignment's, so a registrar stalled past its lease cannot
+/// find its fence holding again when a later one gives the slot to the same hunt.
+fn transit_tag(tag: u64, owner: u64, attempt: u64) -> u64 {
+    digest64(&[
+        b"transit",
+        &tag.to_le_bytes(),
+        &owner.to_le_bytes(),
+        &attempt.to_le_bytes(),
+    ])
+    .max(1)
 }
 
 /// The little-endian u64 at `at`, or 0 when the bytes are short.
@@ -487,6 +507,8 @@ pub struct RegistryCache {
     shards: u32,
     /// When this worker last scanned for a reusable slot and found none (ms).
     scan_failed_at_ms: Option<u64>,
+    /// Reassignments this worker started as the registrar (each gets its own transit tag).
+    reassignments: u64,
 }
 
 /// Lines of a registry value (after its generation).
@@ -654,7 +676,7 @@ impl RegistryCache {
                 Ok(Some(next))
             })?;
             if generation != 0 {
-                shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
+                publish_generation(shared, generation)?;
             }
             if let Some(slot) = outcome {
                 // Nearing the prepared slots: create the next batch ahead of need.
@@ -706,7 +728,7 @@ impl RegistryCache {
         if !acquire_lease(shared, "registrar", owner, now_ms, REGISTRAR_LEASE_MS)? {
             return Ok(SlotLookup::Untracked);
         }
-        let result = self.reuse_as_registrar(shared, hunt, protected, listed);
+        let result = self.reuse_as_registrar(shared, hunt, protected, listed, owner);
         release_lease(shared, "registrar", owner)?;
         let lookup = result?;
         if lookup == SlotLookup::Untracked && !protected {
@@ -721,6 +743,7 @@ impl RegistryCache {
         hunt: &str,
         protected: bool,
         listed: &dyn Protection,
+        owner: u64,
     ) -> Result<SlotLookup, StoreError> {
         let tag = hunt_tag(hunt);
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -731,14 +754,19 @@ impl RegistryCache {
             let Some(victim) = self.pick_victim(shared, protected, listed)? else {
                 return Ok(SlotLookup::Untracked);
             };
-            // Tag the count: from here the old hunt's updates fail.
+            // Lock the count under the transit tag: from here the old hunt's updates
+            // fail, and no join can take a seat (not even one of this hunt, from a
+            // worker that still knows its slot from an earlier reassignment) until
+            // every shard is empty under the new tag.
+            self.reassignments = self.reassignments.wrapping_add(1);
+            let transit = transit_tag(tag, owner, self.reassignments);
             let mut taken = false;
             cas_update(shared, &count_key(victim.slot), |current| {
                 let count = Count::decode(current.unwrap_or_default());
                 taken = count.tag == victim.tag && (victim.evict || count.active == 0);
                 Ok(taken.then(|| {
                     Count {
-                        tag,
+                        tag: transit,
                         ..Count::default()
                     }
                     .encode()
@@ -747,12 +775,30 @@ impl RegistryCache {
             if !taken {
                 continue;
             }
+            // Every write below is fenced by the count's tag: a registrar whose lease
+            // lapsed mid-way (a stalled worker) stops at its next write once another
+            // registrar has taken the slot, instead of writing over that registrar's
+            // work. The slot is then looked for again.
+            let locked = Fence {
+                slot: victim.slot,
+                tag: transit,
+            };
+            let mut held = true;
             for shard in 0..self.shards {
-                shared.set(&shard_key(victim.slot, shard), &tag.to_le_bytes(), 0)?;
+                let key = shard_key(victim.slot, shard);
+                held = held && locked.set(shared, &key, &tag.to_le_bytes())?;
             }
-            // The old hunt's queue goes with its seats: its updates fail from here.
-            shared.set(&queue_key(victim.slot), &Queue::empty(tag).encode(), 0)?;
-            self.rename(shared, victim.slot, hunt)?;
+            // The old hunt's queue goes with its seats.
+            let queue = Queue::empty(tag).encode();
+            held = held && locked.set(shared, &queue_key(victim.slot), &queue)?;
+            held = held && locked.unlock(shared, tag)?;
+            let owned = Fence {
+                slot: victim.slot,
+                tag,
+            };
+            if !(held && self.rename(shared, owned, hunt)?) {
+                continue;
+            }
             let slot = SlotRef {
                 slot: victim.slot,
                 tag,
@@ -814,16 +860,25 @@ impl RegistryCache {
         Ok(fewest.map(|(_, victim)| victim))
     }
 
-    /// Names `hunt` as the owner of `slot` in the registry (the registrar only).
+    /// Names `hunt` as the owner of the fenced slot in the registry (the registrar
+    /// only). Returns false, renaming nothing, once the slot's count carries another
+    /// tag than the fence's (another registrar took the slot since).
     fn rename<S: SharedData>(
         &mut self,
         shared: &S,
-        slot: u32,
+        fence: Fence,
         hunt: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        let slot = fence.slot;
         let mut generation = 0;
+        let mut held = true;
         cas_update(shared, REGISTRY_KEY, |current| {
             let registry = current.unwrap_or_default();
+            // Read after the registry, so a later registrar's rename fails this CAS.
+            held = fence.holds(shared)?;
+            if !held {
+                return Ok(None);
+            }
             let mut hunts: Vec<String> = registry_lines(registry)
                 .map(|id| String::from_utf8_lossy(id).into_owned())
                 .collect();
@@ -842,8 +897,73 @@ impl RegistryCache {
             generation = read_u64_at(registry, 0).wrapping_add(1).max(1);
             Ok(Some(encode_registry(generation, &hunts)))
         })?;
-        shared.set(REGISTRY_GEN_KEY, &generation.to_le_bytes(), 0)?;
-        Ok(())
+        if held {
+            publish_generation(shared, generation)?;
+        }
+        Ok(held)
+    }
+}
+
+/// Publishes registry `generation` in `registry_gen`, unless a later one is there
+/// already: two registrations writing it out of order must not leave it behind
+/// the registry, or workers that compare it with theirs would miss the later one.
+fn publish_generation<S: SharedData>(shared: &S, generation: u64) -> Result<(), StoreError> {
+    cas_update(shared, REGISTRY_GEN_KEY, |current| {
+        let published = read_u64_at(current.unwrap_or_default(), 0);
+        Ok((published < generation).then(|| generation.to_le_bytes().to_vec()))
+    })?;
+    Ok(())
+}
+
+/// The registrar's fence while it reassigns `slot`: the owner tag it wrote in the
+/// slot's count. Its writes land only while the count still carries that tag.
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    slot: u32,
+    tag: u64,
+}
+
+impl Fence {
+    /// Whether the slot's count still carries the fence's tag.
+    fn holds<S: SharedData>(&self, shared: &S) -> Result<bool, StoreError> {
+        let count = shared
+            .get(&count_key(self.slot))?
+            .map(|(v, _)| Count::decode(&v))
+            .unwrap_or_default();
+        Ok(count.tag == self.tag)
+    }
+
+    /// Replaces the fence's tag in the count by `tag` (the registrar's last step
+    /// before the rename: joins of `tag` may take seats from here). Returns whether
+    /// the fence still held.
+    fn unlock<S: SharedData>(&self, shared: &S, tag: u64) -> Result<bool, StoreError> {
+        let mut held = false;
+        cas_update(shared, &count_key(self.slot), |current| {
+            let count = Count::decode(current.unwrap_or_default());
+            held = count.tag == self.tag;
+            Ok(held.then(|| Count { tag, ..count }.encode()))
+        })?;
+        Ok(held)
+    }
+
+    /// Writes `value` to `key` if the fence holds: the key is read first, the count
+    /// next, and the write is conditional on the key's token, so a write of another
+    /// registrar that took the slot after the count was read makes it fail (and the
+    /// retry sees the count moved). Returns whether it wrote.
+    fn set<S: SharedData>(&self, shared: &S, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some((_, cas)) = shared.get(key)? else {
+                return Err(StoreError::MissingKey(key.to_string()));
+            };
+            if !self.holds(shared)? {
+                return Ok(false);
+            }
+            match shared.set(key, value, cas)? {
+                SetOutcome::Written => return Ok(true),
+                SetOutcome::CasMismatch => continue,
+            }
+        }
+        Err(StoreError::Contention(key.to_string()))
     }
 }
 

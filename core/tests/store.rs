@@ -358,6 +358,129 @@ fn a_quiet_slot_is_swept_by_reading_its_count_only() {
     assert_eq!(sweep_slot(&s, h1(), u64::from(EXP) * 1000).unwrap(), (1, 0));
 }
 
+/// Shared data that runs `hook` once, just before the `nth` write of a key of
+/// slot 0's shards (`huntgate/v1/shard/0/…`): a worker stalled there while others go on.
+struct Stalled<'a> {
+    inner: &'a MemorySharedData,
+    nth: Cell<u32>,
+    hook: std::cell::RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+}
+
+impl<'a> Stalled<'a> {
+    fn new(inner: &'a MemorySharedData, nth: u32, hook: impl FnOnce() + 'a) -> Self {
+        Self {
+            inner,
+            nth: Cell::new(nth),
+            hook: std::cell::RefCell::new(Some(Box::new(hook))),
+        }
+    }
+}
+
+impl SharedData for Stalled<'_> {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<SetOutcome, StoreError> {
+        if key.starts_with("huntgate/v1/shard/0/") {
+            let left = self.nth.get();
+            self.nth.set(left.saturating_sub(1));
+            if left == 1 {
+                let hook = self.hook.borrow_mut().take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// Two hunts registered in two slots, neither holding a session.
+fn two_idle_hunts() -> MemorySharedData {
+    let s = store(2);
+    let mut cache = RegistryCache::default();
+    for hunt in ["a", "b"] {
+        cache.resolve(&s, hunt, 2, &none, NOW, 9).unwrap();
+    }
+    s
+}
+
+/// Every hunt the registry lists counts in its slot, in every shard of it: one
+/// hunter per shard joins and is counted, none fails with `SlotMoved`.
+fn assert_registry_matches_counts(s: &MemorySharedData) {
+    let mut cache = RegistryCache::default();
+    cache.refresh(s).unwrap();
+    let hunts: Vec<(String, SlotRef)> = cache.hunts().map(|(h, r)| (h.to_string(), r)).collect();
+    for (hunt, slot) in hunts {
+        let before = active_count(s, slot).unwrap();
+        // Keys no earlier join used (those are below 1,000).
+        for key in (0..u64::from(SHARDS)).map(|k| 1_000 * u64::from(SHARDS) + k) {
+            let outcome = admit(s, slot, key, EXP, NOW, Some(u32::MAX));
+            assert!(
+                matches!(outcome, Ok(AdmitOutcome::Admitted { .. })),
+                "{hunt}: {outcome:?}"
+            );
+        }
+        assert_eq!(active_count(s, slot).unwrap(), before + SHARDS, "{hunt}");
+        let (removed, left) = sweep_slot(s, slot, u64::MAX / 2).unwrap();
+        assert_eq!((removed, left), (before + SHARDS, 0), "{hunt}");
+    }
+}
+
+/// A registrar stalled past its lease while emptying a slot's shards, and a second
+/// one taking that same slot meanwhile: the first stops at its next write and finds
+/// another slot, so the registry, the counts and the shards agree afterwards.
+#[test]
+fn a_registrar_whose_lease_lapsed_stops_at_its_next_write() {
+    let s = two_idle_hunts();
+    let second = std::cell::RefCell::new(None);
+    let stalled = Stalled::new(&s, 5, || {
+        // 5 s later (the first registrar's 1 s lease has lapsed), another worker.
+        // It admits a hunter at once, so its slot is no idle slot to take back.
+        let mut cache = RegistryCache::default();
+        let lookup = cache.resolve(&s, "z", 2, &none, NOW + 5_000, 2);
+        if let Ok(SlotLookup::Slot(z)) = lookup {
+            admit(&s, z, 1, EXP, NOW + 5_000, Some(10)).unwrap();
+        }
+        *second.borrow_mut() = Some(lookup);
+    });
+    let mut cache = RegistryCache::default();
+    let first = cache.resolve(&stalled, "y", 2, &none, NOW, 1).unwrap();
+    let second = second.take().expect("the second registrar ran").unwrap();
+    // The second took slot 0 (empty, locked by the first); the first then took slot 1.
+    assert_eq!((slot_of(second), slot_of(first)), (0, 1));
+    assert_registry_matches_counts(&s);
+}
+
+/// A worker that still knows a hunt's slot from an earlier reassignment joins while
+/// the slot is being given back to that hunt: it takes no seat (the count is locked
+/// until every shard is empty), so nothing is counted that the emptying wipes away.
+#[test]
+fn no_join_takes_a_seat_while_its_slot_is_being_reassigned() {
+    let s = two_idle_hunts();
+    let y = SlotRef {
+        slot: 0,
+        tag: hunt_tag("y"),
+        shards: SHARDS,
+    };
+    let during = std::cell::RefCell::new(None);
+    let stalled = Stalled::new(&s, 3, || {
+        // Shard 100 of slot 0 was never written: the join's record would land there.
+        *during.borrow_mut() = Some(admit(&s, y, 100, EXP, NOW, Some(10)));
+    });
+    let mut cache = RegistryCache::default();
+    let lookup = cache.resolve(&stalled, "y", 2, &none, NOW, 1).unwrap();
+    assert_eq!(slot_of(lookup), 0);
+    let during = during.take().expect("the join ran");
+    assert!(
+        matches!(during, Err(StoreError::SlotMoved(_))),
+        "{during:?}"
+    );
+    assert_eq!(active_count(&s, y).unwrap(), 0);
+    assert_registry_matches_counts(&s);
+}
+
 /// Shared data that counts host calls and the bytes they copy.
 #[derive(Default)]
 struct Counted {
