@@ -677,6 +677,11 @@ impl RegistryCache {
             })?;
             if generation != 0 {
                 publish_generation(shared, generation)?;
+                // This cache held the registry just written but for the line appended:
+                // add it, so the next registration does not rebuild the whole cache
+                // (configuring 10,000 listed hunts was quadratic in hash work).
+                self.generation = generation;
+                self.by_slot.push((hunt.to_string(), tag));
             }
             if let Some(slot) = outcome {
                 // Nearing the prepared slots: create the next batch ahead of need.

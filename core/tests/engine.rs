@@ -479,3 +479,66 @@ fn session_decisions_are_marked_upstream_only_when_configured() {
     let e = p.join(0, "bob");
     assert_eq!((e.event, e.decision), (Event::Admitted, None));
 }
+
+/// Shared data that counts reads (what a sweeper tick costs in host calls).
+struct Reads<'a> {
+    inner: &'a huntgate_core::shared_data::MemorySharedData,
+    reads: std::cell::Cell<u32>,
+}
+
+impl huntgate_core::shared_data::SharedData for Reads<'_> {
+    fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, u32)>, huntgate_core::shared_data::StoreError> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.get(key)
+    }
+
+    fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: u32,
+    ) -> Result<huntgate_core::shared_data::SetOutcome, huntgate_core::shared_data::StoreError>
+    {
+        self.inner.set(key, value, cas)
+    }
+}
+
+/// 10,000 listed hunts, none with a session: once the first tick has read every
+/// hunt, a tick reads the `max_hunt_metrics` gauged hunts (100) and a handful of
+/// process keys, not every hunt tracked (issue 12: the sweeper's work follows what
+/// can expire). Configuring them is linear too (this test would not finish in
+/// debug otherwise: each registration used to rebuild the worker's whole cache).
+#[test]
+fn an_idle_tick_reads_the_gauged_hunts_not_every_tracked_one() {
+    let hunts: Vec<String> = (0..10_000).map(|i| format!(r#""t{i}":{{}}"#)).collect();
+    let extra = format!(
+        r#","max_tracked_hunts":10000,"hunts":{{{}}}"#,
+        hunts.join(",")
+    );
+    let mut p = Proxy::with_ttl(600, &extra);
+    let counted = Reads {
+        inner: &p.shared,
+        reads: std::cell::Cell::new(0),
+    };
+    let first = p.workers[0].tick(&p.config, &counted, NOW).unwrap();
+    assert!(first.sweeper);
+    assert_eq!(first.tracked_hunts, 10_000);
+    assert!(
+        counted.reads.take() >= 10_000,
+        "the first tick reads every hunt"
+    );
+    for second in 1..=5u64 {
+        let report = p.workers[0]
+            .tick(&p.config, &counted, NOW + second * 1_000)
+            .unwrap();
+        assert!(report.sweeper);
+        let reads = counted.reads.take();
+        assert!(
+            (100..=120).contains(&reads),
+            "tick {second}: {reads} reads with 10,000 hunts tracked"
+        );
+    }
+}

@@ -142,6 +142,40 @@ fn registry_assigns_stable_slots_up_to_the_cap() {
     assert_eq!(slot_of(resolve(&mut a, "h2")), 1);
 }
 
+/// A worker registering hunt after hunt (a configuration listing many) keeps
+/// its cache whole as it goes: every hunt it registered is in its view of the
+/// registry, as another worker reading the registry afresh sees it.
+#[test]
+fn a_worker_registering_many_hunts_sees_the_registry_others_read() {
+    let s = MemorySharedData::default();
+    prepare_layout(&s, 400, 0).unwrap();
+    let mut a = RegistryCache::default();
+    let mut b = RegistryCache::default();
+    for i in 0..300u32 {
+        let lookup = a.resolve(&s, &format!("h{i}"), 400, &none, NOW, 1).unwrap();
+        assert_eq!(slot_of(lookup), i + (i + 49) / 100);
+        if i % 100 == 50 {
+            // Another worker registers one in between.
+            b.resolve(&s, &format!("x{i}"), 400, &none, NOW, 2).unwrap();
+        }
+    }
+    let view = |cache: &RegistryCache| -> Vec<(String, u32)> {
+        cache
+            .hunts()
+            .map(|(h, r)| (h.to_string(), r.slot))
+            .collect()
+    };
+    let mut fresh = RegistryCache::default();
+    fresh.refresh(&s).unwrap();
+    let (seen, expected) = (view(&a), view(&fresh));
+    assert_eq!(expected.len(), 303);
+    let missing: Vec<_> = expected.iter().filter(|h| !seen.contains(h)).collect();
+    assert!(
+        seen == expected,
+        "missing from the registering worker's view: {missing:?}"
+    );
+}
+
 #[test]
 fn hunter_keys_differ_per_hunt_and_hunter() {
     assert_ne!(hunter_key("h1", "a"), hunter_key("h2", "a"));
