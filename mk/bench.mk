@@ -11,7 +11,8 @@
 #                     of the join at 10
 #   make bench-paths  only the instruction counts of one hunt's paths (bare, hot, joins,
 #                     non-hunt, empty wasm, local_ratelimit), printed; BENCH_CASES=hot,non-hunt
-#                     keeps only those (with bare)
+#                     keeps only those (with bare), and may name the full bench's scale
+#                     points (<path>@<hunts>x<hunters>: hot@10000x10, join-admit@100x10)
 #   make bench-load   only the wall-clock figures (wrk throughput in interleaved rounds,
 #                     h2load latency at half of bare's rate) for bare, huntgate, the empty
 #                     filter and local_ratelimit, answering directly and proxying to an

@@ -164,6 +164,9 @@ fn run_once(
     if case.traffic.is_some() {
         requests.prefill(&mut connection)?;
     }
+    if case.traffic == Some(Traffic::Hot) {
+        requests.warm_hot(&mut connection)?;
+    }
     let (expected_status, batch): (u16, Vec<Vec<u8>>) = match case.traffic {
         Some(traffic) => (
             traffic.expected_status(),
@@ -207,11 +210,14 @@ fn run_once(
     let checks = std::env::var_os("BENCH_SKIP_CHECKS").is_none();
     if let Some(counter) = case.traffic.and_then(expected_counter).filter(|_| checks) {
         let value = envoy.stat(counter)?;
-        let prefilled = if case.traffic == Some(Traffic::JoinAdmit) {
-            u64::from(case.scale.active_hunts) * u64::from(case.scale.hunters)
-                + leased.as_ref().map_or(0, |l| u64::from(l.primed_admitted))
-        } else {
-            0
+        let prefilled = match case.traffic {
+            Some(Traffic::JoinAdmit) => {
+                u64::from(case.scale.active_hunts) * u64::from(case.scale.hunters)
+                    + leased.as_ref().map_or(0, |l| u64::from(l.primed_admitted))
+            }
+            // The warming requests are sessions too.
+            Some(Traffic::Hot) => u64::from(requests.hot_tickets()),
+            _ => 0,
         };
         if value != u64::from(n) + prefilled {
             let stats = envoy.admin("/stats")?;

@@ -14,10 +14,15 @@ pub const HUNTER_HEADER: &str = "x-veltrix-hunter";
 /// The ticket header.
 pub const TICKET_HEADER: &str = huntgate_core::request::TICKET_HEADER;
 
+/// Most distinct tickets the hot-path requests carry (fewer than the scale points'
+/// first run sends, so every measured request meets a ticket warmed before).
+pub const HOT_TICKETS: u32 = 500;
+
 /// How many hunts and hunters per hunt are active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scale {
-    /// Hunts (registered; hot-path requests go round-robin over all of them).
+    /// Hunts (registered; hot-path requests go round-robin over up to
+    /// [`HOT_TICKETS`] of them).
     pub hunts: u32,
     /// Hunts `h0..` holding hunters (prefilled; joins go round-robin over them).
     pub active_hunts: u32,
@@ -113,8 +118,7 @@ impl Requests {
         let round = i / hunts;
         match traffic {
             Traffic::Hot => {
-                let hunt = format!("h{k}");
-                let hunter = format!("u{}", round % self.scale.hunters.max(1));
+                let (hunt, hunter) = self.hot_ticket(i);
                 let ticket = self.keys.issue(&hunt, &hunter, self.expires_s);
                 http::get(
                     &format!("/hunts/{hunt}/play"),
@@ -133,6 +137,35 @@ impl Requests {
                 )],
             ),
         }
+    }
+
+    /// The distinct tickets hot-path requests carry: every hunter of every hunt,
+    /// at most [`HOT_TICKETS`].
+    pub fn hot_tickets(&self) -> u32 {
+        let all = u64::from(self.scale.hunts.max(1)) * u64::from(self.scale.hunters.max(1));
+        u32::try_from(all.min(u64::from(HOT_TICKETS))).unwrap_or(HOT_TICKETS)
+    }
+
+    /// (hunt, hunter) of the `i`-th hot-path request: round-robin over the hunts
+    /// first, then their hunters, repeating after [`Self::hot_tickets`].
+    fn hot_ticket(&self, i: u32) -> (String, String) {
+        let t = i % self.hot_tickets();
+        let hunts = self.scale.hunts.max(1);
+        let hunter = (t / hunts) % self.scale.hunters.max(1);
+        (format!("h{}", t % hunts), format!("u{hunter}"))
+    }
+
+    /// Sends each hot-path ticket once, so the measured requests meet a worker that
+    /// has verified them (a hunter's first request pays the MAC; the hot path is
+    /// their later ones). The same requests in every run, so the slope drops them.
+    pub fn warm_hot(&self, connection: &mut Connection) -> Result<()> {
+        for i in 0..self.hot_tickets() {
+            let response = connection.round_trip(&self.measured(Traffic::Hot, i))?;
+            if response.status != 200 {
+                bail!("warming hot ticket {i}: status {}", response.status);
+            }
+        }
+        Ok(())
     }
 
     /// The same bytes as [`Traffic::Hot`] (for bare and the other filters).
