@@ -452,6 +452,14 @@ impl Count {
     }
 }
 
+/// The count of `slot` as stored (a missing key reads as a never-used count).
+fn read_count<S: SharedData>(shared: &S, slot: u32) -> Result<Count, StoreError> {
+    Ok(shared
+        .get(&count_key(slot))?
+        .map(|(v, _)| Count::decode(&v))
+        .unwrap_or_default())
+}
+
 fn moved(key: &str) -> StoreError {
     StoreError::SlotMoved(key.to_string())
 }
@@ -931,11 +939,7 @@ struct Fence {
 impl Fence {
     /// Whether the slot's count still carries the fence's tag.
     fn holds<S: SharedData>(&self, shared: &S) -> Result<bool, StoreError> {
-        let count = shared
-            .get(&count_key(self.slot))?
-            .map(|(v, _)| Count::decode(&v))
-            .unwrap_or_default();
-        Ok(count.tag == self.tag)
+        Ok(read_count(shared, self.slot)?.tag == self.tag)
     }
 
     /// Replaces the fence's tag in the count by `tag` (the registrar's last step
@@ -951,24 +955,14 @@ impl Fence {
         Ok(held)
     }
 
-    /// Writes `value` to `key` if the fence holds: the key is read first, the count
-    /// next, and the write is conditional on the key's token, so a write of another
-    /// registrar that took the slot after the count was read makes it fail (and the
-    /// retry sees the count moved). Returns whether it wrote.
+    /// Writes `value` to `key` if the fence holds: [`cas_update`] reads the key
+    /// first, the count is read next, and the write is conditional on the key's
+    /// token, so a write of another registrar that took the slot after the count was
+    /// read makes it fail (and the retry sees the count moved). Returns whether it wrote.
     fn set<S: SharedData>(&self, shared: &S, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((_, cas)) = shared.get(key)? else {
-                return Err(StoreError::MissingKey(key.to_string()));
-            };
-            if !self.holds(shared)? {
-                return Ok(false);
-            }
-            match shared.set(key, value, cas)? {
-                SetOutcome::Written => return Ok(true),
-                SetOutcome::CasMismatch => continue,
-            }
-        }
-        Err(StoreError::Contention(key.to_string()))
+        cas_update(shared, key, |_| {
+            Ok(self.holds(shared)?.then(|| value.to_vec()))
+        })
     }
 }
 
@@ -1252,10 +1246,7 @@ pub fn add_rejected<S: SharedData>(shared: &S, slot: SlotRef, n: u32) -> Result<
 /// (hunters holding a slot, joins rejected so far) of `slot`; zeros when the
 /// slot belongs to another hunt.
 pub fn slot_stats<S: SharedData>(shared: &S, slot: SlotRef) -> Result<(u32, u32), StoreError> {
-    let count = shared
-        .get(&count_key(slot.slot))?
-        .map(|(v, _)| Count::decode(&v))
-        .unwrap_or_default();
+    let count = read_count(shared, slot.slot)?;
     Ok(if count.tag == slot.tag {
         (count.active, count.rejected)
     } else {
@@ -1266,10 +1257,7 @@ pub fn slot_stats<S: SharedData>(shared: &S, slot: SlotRef) -> Result<(u32, u32)
 /// Hunters holding a slot in `slot` (expired sessions count until swept); 0 when
 /// the slot belongs to another hunt.
 pub fn active_count<S: SharedData>(shared: &S, slot: SlotRef) -> Result<u32, StoreError> {
-    let count = shared
-        .get(&count_key(slot.slot))?
-        .map(|(v, _)| Count::decode(&v))
-        .unwrap_or_default();
+    let count = read_count(shared, slot.slot)?;
     Ok(if count.tag == slot.tag {
         count.active
     } else {
@@ -1301,10 +1289,7 @@ pub fn sweep_slot<S: SharedData>(
 
 /// [`sweep_slot`], also telling when the slot's earliest record expires.
 pub fn sweep<S: SharedData>(shared: &S, slot: SlotRef, now_ms: u64) -> Result<Swept, StoreError> {
-    let count = shared
-        .get(&count_key(slot.slot))?
-        .map(|(v, _)| Count::decode(&v))
-        .unwrap_or_default();
+    let count = read_count(shared, slot.slot)?;
     let known = |expiry_s: u32| (expiry_s != 0 && expiry_s != u32::MAX).then_some(expiry_s);
     if count.tag != slot.tag || count.active == 0 {
         return Ok(Swept {
