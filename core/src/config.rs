@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use hashbrown::HashMap;
-use serde::Deserialize;
 
 use crate::hunt_id::{normalize_hunt_id, HuntIdError};
 use crate::throttle::{StalePolicy, Staleness};
@@ -63,8 +62,7 @@ fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigEr
 }
 
 /// Whether the filter rejects or only reports what it would reject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Reject joins past the limit.
     #[default]
@@ -74,8 +72,7 @@ pub enum Mode {
 }
 
 /// Where the hunt id of a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HuntSourceSpec {
     /// The path segment after this prefix (`/hunts/{hunt}/...`).
     PathPrefix(String),
@@ -84,8 +81,7 @@ pub enum HuntSourceSpec {
 }
 
 /// Where the hunter identity of a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HunterSourceSpec {
     /// A request header set by authentication (e.g. jwt_authn `claim_to_headers`).
     Header(String),
@@ -94,59 +90,47 @@ pub enum HunterSourceSpec {
 }
 
 /// Per-hunt override, as written in `hunts`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct HuntOverrideSpec {
     /// Maximum concurrent hunters for this hunt (before the throttle ratio).
     pub max_hunters: Option<u32>,
     /// Mode for this hunt, overriding the global `mode`.
     pub mode: Option<Mode>,
     /// This hunt's waiting room; a field left out inherits the default `waiting_room`.
-    #[serde(default)]
     pub waiting_room: Option<WaitingRoomSpec>,
 }
 
 /// A waiting room as written in `waiting_room` (the default) or
 /// `hunts.<id>.waiting_room` (where every field left out inherits the default's).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct WaitingRoomSpec {
     /// `true`: a join of the full hunt gets a place in its queue instead of a
     /// bare 429 (default `false`).
-    #[serde(default)]
     pub enabled: Option<bool>,
     /// Most hunters queued at once per hunt and Envoy process, 1–10000 (default
     /// 1000); past it a join gets today's 429 `hunt_full`.
-    #[serde(default)]
     pub max_queue: Option<u32>,
     /// Seconds a queue ticket (and its place) lives after the hunter first queued,
     /// 1–86400 (default 1800).
-    #[serde(default)]
     pub queue_ttl_s: Option<u32>,
     /// `Retry-After` of a queued reply, 1–300 s (default 5): the waiting page
     /// refreshes itself after it.
-    #[serde(default)]
     pub retry_after_s: Option<u32>,
     /// A queued hunter not back within `retry_after_s + grace_s` seconds of its
     /// last try drops out (counted as abandoned), 0–3600 (default 10).
-    #[serde(default)]
     pub grace_s: Option<u32>,
     /// HTML template of the waiting page sent to requests that accept
     /// `text/html` (placeholders `{{hunt}}`, `{{position}}`, `{{eta_s}}`,
     /// `{{retry_after_s}}`); default: the built-in page. At most 65536 bytes.
-    #[serde(default)]
     pub page: Option<String>,
 }
 
 /// The reply sent when a hunt is full.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RejectSpec {
     /// HTTP status of the rejection (default 429).
-    #[serde(default = "default_reject_status")]
     pub status: u32,
     /// Seconds sent in `Retry-After` and the JSON body (default 30).
-    #[serde(default = "default_retry_after_s")]
     pub retry_after_s: u32,
 }
 
@@ -160,8 +144,7 @@ impl Default for RejectSpec {
 }
 
 /// A decision the filter can mark on the upstream request (`x-huntgate-decision`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// A join admitted (or a live session re-joined, or renewed).
     Admitted,
@@ -214,8 +197,7 @@ impl DecisionMarks {
 }
 
 /// What happens to a hunt seen for the first time once `max_tracked_hunts` are tracked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UntrackedPolicy {
     /// Let its requests through without admission control (counted in `huntgate_untracked_hunt`).
     Pass,
@@ -225,8 +207,7 @@ pub enum UntrackedPolicy {
 }
 
 /// What happens to a hunt that is not listed in `hunts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnlistedPolicy {
     /// Admit under the default `max_hunters`.
     #[default]
@@ -236,18 +217,15 @@ pub enum UnlistedPolicy {
 }
 
 /// How sessions end before their TTL, as written in `session_end`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SessionEndSpec {
     /// Response header by which the upstream ends the hunter's session (value
     /// `end`), e.g. `x-huntgate-session`; removed from every hunt response. Off
     /// by default (`null`): reading it costs a host call on every hunt response.
-    #[serde(default)]
     pub header: Option<String>,
     /// The path segment of the client's leave request, `POST
     /// {path_prefix}{hunt}/{leave_path}` (with `hunt.header`: `POST
     /// /{leave_path}`); `null` turns leave requests off (default `leave`).
-    #[serde(default = "default_leave_path")]
     pub leave_path: Option<String>,
 }
 
@@ -289,8 +267,7 @@ pub struct LeavePath {
 }
 
 /// What the filter does once the governor's document is older than `max_stale_s`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OnStaleSpec {
     /// No limit: every join is admitted (sessions are still counted).
     FailOpen,
@@ -307,47 +284,55 @@ impl Default for OnStaleSpec {
 }
 
 /// Where the filter fetches throttle ratios from (the governor).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct GovernorSpec {
     /// Envoy cluster of the governor (must exist in the proxy).
     pub cluster: String,
     /// `:authority` of the fetch (default: the cluster name).
-    #[serde(default)]
     pub authority: Option<String>,
     /// Path of the throttle document (default `/v1/throttle`).
-    #[serde(default = "default_governor_path")]
     pub path: String,
     /// Plain polling period in ms, 100–60000 (default 1000); also the retry delay after a failure.
-    #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u32,
     /// Long-poll wait in seconds, 0–60 (default 25; 0 = plain polling).
-    #[serde(default = "default_long_poll_s")]
     pub long_poll_s: u32,
     /// Timeout of a plain fetch in ms (default 2000); long polls add `long_poll_s`.
-    #[serde(default = "default_fetch_timeout_ms")]
     pub timeout_ms: u32,
     /// Seconds the last good document stays in force without a successful fetch (default 30).
-    #[serde(default = "default_max_stale_s")]
     pub max_stale_s: u32,
     /// The fallback once stale: `{"ratio": R}` (default `{"ratio": 1.0}`), `"fail_open"` or `"fail_closed"`.
-    #[serde(default)]
     pub on_stale: OnStaleSpec,
     /// `true`: exchange leases with the governor (report sessions and demand,
     /// enforce this proxy's share of each governed hunt's fleet-wide limit).
-    #[serde(default)]
     pub leases: bool,
     /// Path of the lease exchange (default `/v1/leases`).
-    #[serde(default = "default_leases_path")]
     pub leases_path: String,
     /// This proxy's identity in the lease exchange (default: the Envoy node id,
     /// else a random id per Envoy process).
-    #[serde(default)]
     pub proxy_id: Option<String>,
     /// New joins a proxy admits per governed hunt while it holds no live lease
     /// (before its first grant, after a lease ran out unrenewed); default 0.
-    #[serde(default)]
     pub safe_share: u32,
+}
+
+impl GovernorSpec {
+    /// Every field at its documented default, `cluster` empty (it is required).
+    pub fn defaults() -> Self {
+        Self {
+            cluster: String::new(),
+            authority: None,
+            path: default_governor_path(),
+            poll_interval_ms: default_poll_interval_ms(),
+            long_poll_s: default_long_poll_s(),
+            timeout_ms: default_fetch_timeout_ms(),
+            max_stale_s: default_max_stale_s(),
+            on_stale: OnStaleSpec::default(),
+            leases: false,
+            leases_path: default_leases_path(),
+            proxy_id: None,
+            safe_share: 0,
+        }
+    }
 }
 
 fn default_leases_path() -> String {
@@ -406,8 +391,7 @@ pub struct GovernorFeed {
 }
 
 /// One entry of `ticket_secrets`: the secret itself, or where to read it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum SecretSpec {
     /// The secret, written inline (works, but anyone who can read the
     /// configuration can mint tickets).
@@ -421,61 +405,69 @@ pub enum SecretSpec {
 }
 
 /// The plugin configuration exactly as users write it (JSON).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ConfigSpec {
     /// Global mode, `enforce` (default) or `shadow`.
-    #[serde(default)]
     pub mode: Mode,
     /// Hunt id source; default `{"path_prefix": "/hunts/"}`.
-    #[serde(default = "default_hunt_source")]
     pub hunt: HuntSourceSpec,
     /// Hunter id source; default `{"header": "x-veltrix-hunter"}`.
-    #[serde(default = "default_hunter_source")]
     pub hunter: HunterSourceSpec,
     /// Seconds of inactivity after which a session ends and its slot frees (default 300).
-    #[serde(default = "default_session_ttl_s")]
     pub session_ttl_s: u64,
     /// HMAC keys for admission tickets; the first signs, all verify (required).
     pub ticket_secrets: Vec<SecretSpec>,
     /// Default maximum concurrent hunters per hunt (default 2000).
-    #[serde(default = "default_max_hunters")]
     pub max_hunters: u32,
     /// Per-hunt overrides, keyed by hunt id.
-    #[serde(default)]
     pub hunts: BTreeMap<String, HuntOverrideSpec>,
     /// Rejection reply.
-    #[serde(default)]
     pub reject: RejectSpec,
     /// How many distinct hunts one Envoy process tracks (default 1024).
-    #[serde(default = "default_max_tracked_hunts")]
     pub max_tracked_hunts: u32,
     /// Behaviour for new hunts once `max_tracked_hunts` is reached (default `reject`).
-    #[serde(default)]
     pub untracked_hunts: UntrackedPolicy,
     /// Behaviour for hunts not listed in `hunts` (default `admit`).
-    #[serde(default)]
     pub unlisted_hunts: UnlistedPolicy,
     /// How many hunts get per-hunt active/limit gauges (default 100).
-    #[serde(default = "default_max_hunt_metrics")]
     pub max_hunt_metrics: u32,
     /// Which decisions are written into `x-huntgate-decision` on the upstream request
     /// (default: all but `session`, the hot path's, which costs a header write per request).
-    #[serde(default = "default_mark_decisions")]
     pub mark_decisions: Vec<Decision>,
     /// The governor feed; without it the ratio is 1.0.
-    #[serde(default)]
     pub governor: Option<GovernorSpec>,
     /// `true`: run without a governor on purpose (a configuration without a
     /// `governor` block is refused unless it says so).
-    #[serde(default)]
     pub standalone: bool,
     /// How the upstream and the client end a session before its TTL.
-    #[serde(default)]
     pub session_end: SessionEndSpec,
     /// The default waiting room of every hunt (off unless `enabled`).
-    #[serde(default)]
     pub waiting_room: WaitingRoomSpec,
+}
+
+impl ConfigSpec {
+    /// Every field at its documented default, `ticket_secrets` empty (it is required).
+    pub fn defaults() -> Self {
+        Self {
+            mode: Mode::default(),
+            hunt: default_hunt_source(),
+            hunter: default_hunter_source(),
+            session_ttl_s: default_session_ttl_s(),
+            ticket_secrets: Vec::new(),
+            max_hunters: default_max_hunters(),
+            hunts: BTreeMap::new(),
+            reject: RejectSpec::default(),
+            max_tracked_hunts: default_max_tracked_hunts(),
+            untracked_hunts: UntrackedPolicy::default(),
+            unlisted_hunts: UnlistedPolicy::default(),
+            max_hunt_metrics: default_max_hunt_metrics(),
+            mark_decisions: default_mark_decisions(),
+            governor: None,
+            standalone: false,
+            session_end: SessionEndSpec::default(),
+            waiting_room: WaitingRoomSpec::default(),
+        }
+    }
 }
 
 fn default_hunt_source() -> HuntSourceSpec {
@@ -623,13 +615,8 @@ impl Config {
         bytes: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let spec: ConfigSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            field_error(path, e.inner().to_string())
-        })?;
-        de.end()
-            .map_err(|e| field_error(".", format!("trailing data: {e}")))?;
+        let spec =
+            crate::config_read::read_config(bytes).map_err(|e| field_error(e.path, e.problem))?;
         Self::compile(spec, env)
     }
 

@@ -283,7 +283,7 @@ impl Worker {
             )
         });
         let mut listed: Vec<&String> = config.hunts.keys().collect();
-        listed.sort();
+        listed.sort_unstable();
         let protection = |hunt: &str| config.hunts.contains_key(hunt);
         for hunt in listed {
             self.registry.resolve(

@@ -18,8 +18,8 @@
 //! ([`FleetEnds`]), which the fetcher records before it publishes the rest.
 
 use hashbrown::HashMap;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+
+use crate::json::{push_string, JsonError, ObjectWriter, Reader, Seen};
 
 /// One hunt's line of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,29 +63,70 @@ pub fn parse_key_hex(text: &str) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
-/// The members of a lease answer the fetcher reads besides the document.
-#[derive(Deserialize)]
-struct AnswerEnds {
-    #[serde(default)]
-    ends: Option<WireEnds>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The `ends` member of a lease answer as written, before validation.
 struct WireEnds {
     cursor: String,
-    #[serde(default)]
     sessions: Vec<(String, u64)>,
+}
+
+/// Reads the `ends` member of a lease answer, ignoring the others (the throttle
+/// document's, read by [`crate::throttle::ThrottleTable::decode`]).
+fn read_answer_ends(body: &[u8]) -> Result<Option<WireEnds>, JsonError> {
+    let mut r = Reader::new(body);
+    let mut ends = None;
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.known(r, &key, &["ends"])? {
+            Some(_) => ends = r.optional(read_wire_ends)?,
+            None => r.skip()?,
+        }
+        Ok(())
+    })?;
+    r.end()?;
+    Ok(ends)
+}
+
+fn read_wire_ends(r: &mut Reader<'_>) -> Result<WireEnds, JsonError> {
+    let mut cursor = None;
+    let mut sessions = Vec::new();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.first(r, &key, &["cursor", "sessions"])? {
+            "cursor" => cursor = Some(r.string()?),
+            _ => r.array(|r| {
+                sessions.push(read_wire_end(r)?);
+                Ok(())
+            })?,
+        }
+        Ok(())
+    })?;
+    let cursor = cursor.ok_or_else(|| r.error("missing field `cursor`"))?;
+    Ok(WireEnds { cursor, sessions })
+}
+
+/// One `[KEY, ENDED_MS]` pair.
+fn read_wire_end(r: &mut Reader<'_>) -> Result<(String, u64), JsonError> {
+    let (mut key, mut at, mut count) = (None, None, 0);
+    r.array(|r| {
+        match count {
+            0 => key = Some(r.string()?),
+            1 => at = Some(r.u64()?),
+            _ => return Err(r.error("expected [KEY, ENDED_MS]")),
+        }
+        count += 1;
+        Ok(())
+    })?;
+    match (key, at) {
+        (Some(key), Some(at)) => Ok((key, at)),
+        _ => Err(r.error("expected [KEY, ENDED_MS]")),
+    }
 }
 
 impl FleetEnds {
     /// Reads the `ends` member of a lease answer (`None` when it has none); the
     /// error names the field.
     pub fn decode_answer(body: &[u8]) -> Result<Option<Self>, String> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let answer: AnswerEnds = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        let Some(ends) = answer.ends else {
+        let Some(ends) = read_answer_ends(body).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
         let cursor = ends.cursor;
@@ -255,32 +296,40 @@ pub fn encode_report(
     hunts: &[HuntReport],
     ends: &EndsReport,
 ) -> Vec<u8> {
-    let mut lines = Map::new();
+    let mut lines = ObjectWriter::new();
     for line in hunts {
-        let mut entry = json!({"active": line.active, "rejected": line.rejected});
-        if let (Some(share), Some(fields)) = (line.share, entry.as_object_mut()) {
-            fields.insert("share".to_string(), json!(share));
+        let mut entry = ObjectWriter::new()
+            .number("active", line.active.into())
+            .number("rejected", line.rejected.into());
+        if let Some(share) = line.share {
+            entry = entry.number("share", share.into());
         }
-        lines.insert(line.hunt.clone(), entry);
+        lines = lines.raw(&line.hunt, &entry.finish());
     }
-    let mut report = json!({
-        "proxy": proxy,
-        "incarnation": incarnation,
-        "session_ttl_s": session_ttl_s,
-        "hunts": Value::Object(lines),
-    });
-    if let Some(fields) = report.as_object_mut() {
-        if !ends.ends.is_empty() {
-            let listed: Vec<Value> = ends
-                .ends
-                .iter()
-                .map(|(key, at)| json!([key_hex(*key), at]))
-                .collect();
-            fields.insert("ends".to_string(), Value::Array(listed));
+    let mut report = ObjectWriter::new();
+    if !ends.ends.is_empty() {
+        let mut listed = String::from("[");
+        for (i, (key, at)) in ends.ends.iter().enumerate() {
+            if i > 0 {
+                listed.push(',');
+            }
+            listed.push('[');
+            push_string(&mut listed, &key_hex(*key));
+            listed.push(',');
+            listed.push_str(&at.to_string());
+            listed.push(']');
         }
-        if let Some(after) = &ends.after {
-            fields.insert("ends_after".to_string(), json!(after));
-        }
+        listed.push(']');
+        report = report.raw("ends", &listed);
     }
-    report.to_string().into_bytes()
+    if let Some(after) = &ends.after {
+        report = report.string("ends_after", after);
+    }
+    report
+        .raw("hunts", &lines.finish())
+        .string("incarnation", incarnation)
+        .string("proxy", proxy)
+        .number("session_ttl_s", session_ttl_s.into())
+        .finish()
+        .into_bytes()
 }

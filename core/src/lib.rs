@@ -1,7 +1,8 @@
 //! huntgate-core: the admission logic of the huntgate Envoy filter, free of any
 //! proxy-wasm dependency so it runs and is tested natively and on wasm32.
 //!
-//! - [`config`]: the plugin configuration schema, validation and compiled form;
+//! - [`config`]: the plugin configuration schema, validation and compiled form
+//!   ([`config_read`] reads its JSON, with [`json`], the filter's JSON reader and writer);
 //! - [`path`]: which hunt a path names, read every way an upstream might;
 //! - [`request`]: request → (hunt, hunter, tickets);
 //! - [`ticket`]: HMAC-signed admission tickets;
@@ -17,10 +18,12 @@
 
 pub mod abi;
 pub mod config;
+pub mod config_read;
 pub mod ended;
 pub mod engine;
 pub mod fetcher;
 pub mod hunt_id;
+pub mod json;
 pub mod lease;
 pub mod path;
 pub mod reply;

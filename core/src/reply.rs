@@ -1,7 +1,7 @@
 //! Local replies the filter sends instead of forwarding: JSON bodies users and
 //! game clients can parse.
 
-use serde_json::json;
+use crate::json::ObjectWriter;
 
 use crate::request::Refusal;
 
@@ -16,29 +16,39 @@ pub struct Reply {
     pub body: String,
 }
 
-fn json_reply(status: u32, body: serde_json::Value) -> Reply {
+fn json_reply(status: u32, body: ObjectWriter) -> Reply {
     Reply {
         status,
         headers: vec![("content-type", "application/json".to_string())],
-        body: body.to_string(),
+        body: body.finish(),
     }
+}
+
+/// `{"error": error, "hunt": hunt}`.
+fn hunt_error(error: &str, hunt: &str) -> ObjectWriter {
+    ObjectWriter::new()
+        .string("error", error)
+        .string("hunt", hunt)
 }
 
 /// The reply to a request refused before admission (400, 401 or 404).
 pub fn refusal(refusal: &Refusal) -> Reply {
-    let bad = |reason: &str| json_reply(400, json!({"error": "bad_request", "reason": reason}));
+    let bad = |reason: &str| {
+        json_reply(
+            400,
+            ObjectWriter::new()
+                .string("error", "bad_request")
+                .string("reason", reason),
+        )
+    };
     match refusal {
         Refusal::InvalidHuntId => bad("invalid_hunt_id"),
         Refusal::AmbiguousHuntPath => bad("ambiguous_hunt_path"),
         Refusal::DuplicateHuntHeader => bad("duplicate_hunt_header"),
         Refusal::DuplicateHunterHeader => bad("duplicate_hunter_header"),
         Refusal::InvalidHunterId => bad("invalid_hunter_id"),
-        Refusal::HunterRequired { hunt } => {
-            json_reply(401, json!({"error": "hunter_required", "hunt": hunt}))
-        }
-        Refusal::UnknownHunt { hunt } => {
-            json_reply(404, json!({"error": "unknown_hunt", "hunt": hunt}))
-        }
+        Refusal::HunterRequired { hunt } => json_reply(401, hunt_error("hunter_required", hunt)),
+        Refusal::UnknownHunt { hunt } => json_reply(404, hunt_error("unknown_hunt", hunt)),
     }
 }
 
@@ -46,13 +56,12 @@ pub fn refusal(refusal: &Refusal) -> Reply {
 pub fn hunt_full(hunt: &str, limit: u32, active: u32, status: u32, retry_after_s: u32) -> Reply {
     let mut reply = json_reply(
         status,
-        json!({
-            "error": "hunt_full",
-            "hunt": hunt,
-            "limit": limit,
-            "active": active,
-            "retry_after_s": retry_after_s,
-        }),
+        ObjectWriter::new()
+            .number("active", active.into())
+            .string("error", "hunt_full")
+            .string("hunt", hunt)
+            .number("limit", limit.into())
+            .number("retry_after_s", retry_after_s.into()),
     );
     reply
         .headers
@@ -62,7 +71,7 @@ pub fn hunt_full(hunt: &str, limit: u32, active: u32, status: u32, retry_after_s
 
 /// 503 for a new hunt past `max_tracked_hunts` when `untracked_hunts` is `reject`.
 pub fn hunt_capacity(hunt: &str, retry_after_s: u32) -> Reply {
-    let mut reply = json_reply(503, json!({"error": "hunt_capacity", "hunt": hunt}));
+    let mut reply = json_reply(503, hunt_error("hunt_capacity", hunt));
     reply
         .headers
         .push(("retry-after", retry_after_s.to_string()));
@@ -71,7 +80,7 @@ pub fn hunt_capacity(hunt: &str, retry_after_s: u32) -> Reply {
 
 /// 503 when the session store could not be updated for a new join.
 pub fn admission_unavailable(hunt: &str, retry_after_s: u32) -> Reply {
-    let mut reply = json_reply(503, json!({"error": "admission_unavailable", "hunt": hunt}));
+    let mut reply = json_reply(503, hunt_error("admission_unavailable", hunt));
     reply
         .headers
         .push(("retry-after", retry_after_s.to_string()));
@@ -80,7 +89,12 @@ pub fn admission_unavailable(hunt: &str, retry_after_s: u32) -> Reply {
 
 /// 200 to a leave request whose session ended; the ticket cookie is cleared.
 pub fn session_ended(hunt: &str, cookie_prefix: &str) -> Reply {
-    let mut reply = json_reply(200, json!({"ended": true, "hunt": hunt}));
+    let mut reply = json_reply(
+        200,
+        ObjectWriter::new()
+            .boolean("ended", true)
+            .string("hunt", hunt),
+    );
     reply.headers.push((
         "set-cookie",
         format!("{cookie_prefix}{hunt}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
@@ -90,16 +104,13 @@ pub fn session_ended(hunt: &str, cookie_prefix: &str) -> Reply {
 
 /// 403 to a leave request without a valid ticket of a live session.
 pub fn no_session(hunt: &str) -> Reply {
-    json_reply(403, json!({"error": "no_session", "hunt": hunt}))
+    json_reply(403, hunt_error("no_session", hunt))
 }
 
 /// 503 when a leave request's session could not be ended (the session store
 /// failed, or the ended-session list is full); the session stays until its TTL.
 pub fn session_end_unavailable(hunt: &str, retry_after_s: u32) -> Reply {
-    let mut reply = json_reply(
-        503,
-        json!({"error": "session_end_unavailable", "hunt": hunt}),
-    );
+    let mut reply = json_reply(503, hunt_error("session_end_unavailable", hunt));
     reply
         .headers
         .push(("retry-after", retry_after_s.to_string()));
@@ -155,16 +166,16 @@ fn eta_text(eta_s: Option<u32>) -> String {
 /// and `{{retry_after_s}}` filled in, plus a `refresh` header.
 pub fn queued(queued: &QueuedReply<'_>, status: u32, html: Option<Option<&str>>) -> Reply {
     let mut reply = match html {
-        None => json_reply(
-            status,
-            json!({
-                "error": "queued",
-                "hunt": queued.hunt,
-                "position": queued.position,
-                "eta_s": queued.eta_s,
-                "retry_after_s": queued.retry_after_s,
-            }),
-        ),
+        None => json_reply(status, {
+            let body = ObjectWriter::new().string("error", "queued");
+            let body = match queued.eta_s {
+                Some(eta_s) => body.number("eta_s", eta_s.into()),
+                None => body.raw("eta_s", "null"),
+            };
+            body.string("hunt", queued.hunt)
+                .number("position", queued.position.into())
+                .number("retry_after_s", queued.retry_after_s.into())
+        }),
         Some(page) => {
             let eta_s = queued
                 .eta_s

@@ -4,10 +4,10 @@
 //! With no document the ratio is 1.0 and the configured `max_hunters` apply.
 
 use hashbrown::HashMap;
-use serde::Deserialize;
 
 use crate::config::{GovernorFeed, HuntSettings, MAX_HUNTERS_LIMIT};
 use crate::hunt_id::normalize_hunt_id;
+use crate::json::{JsonError, Reader, Seen};
 use crate::shared_data::{SharedData, StoreError};
 
 /// Shared-data key of the throttle document.
@@ -17,32 +17,26 @@ pub const MAX_THROTTLE_BYTES: usize = 1 << 20;
 
 /// One hunt's entry in the throttle document (extra fields such as `limit` and
 /// `reason` are informative and ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HuntThrottle {
     /// Multiplier of max_hunters, clamped to [0, 1].
     pub ratio: f64,
     /// Replacement for the configured max_hunters, if the governor sets one.
-    #[serde(default)]
     pub max_hunters: Option<u32>,
 }
 
 /// The throttle document, as served by the governor at `GET /v1/throttle`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ThrottleTable {
     /// Monotonic version from the governor.
-    #[serde(default)]
     pub version: u64,
     /// How long the governor considers the document fresh, in seconds (informative).
-    #[serde(default)]
     pub ttl_s: Option<u32>,
     /// Ratio for hunts not listed.
-    #[serde(default = "one")]
     pub default_ratio: f64,
     /// Per-hunt entries, by canonical hunt id.
-    #[serde(default)]
     pub hunts: HashMap<String, HuntThrottle>,
     /// This proxy's shares, in an answer to a lease exchange.
-    #[serde(default)]
     pub leases: Option<LeaseGrant>,
 }
 
@@ -50,25 +44,19 @@ pub struct ThrottleTable {
 pub const MAX_LEASE_MS: u32 = 600_000;
 
 /// The shares granted to this proxy by one lease exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseGrant {
     /// How long the shares hold, counted from when this proxy sent its report.
     pub lease_ms: u32,
     /// Share per hunt (canonical id); a governed hunt without one gets the safe share.
-    #[serde(default)]
     pub hunts: HashMap<String, ShareGrant>,
 }
 
 /// One hunt's share for this proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShareGrant {
     /// New joins this proxy may hold sessions for (its part of the fleet limit).
     pub share: u32,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 impl Default for ThrottleTable {
@@ -91,7 +79,7 @@ impl ThrottleTable {
         if bytes.len() > MAX_THROTTLE_BYTES {
             return Err(format!("throttle document over {MAX_THROTTLE_BYTES} bytes"));
         }
-        let mut table: ThrottleTable = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut table = read_table(bytes).map_err(|e| e.to_string())?;
         let valid = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
         if !valid(table.default_ratio) {
             return Err("default_ratio must be within [0, 1]".to_string());
@@ -359,4 +347,83 @@ impl ThrottleCache {
         }
         Some(self.table.limit(hunt, settings))
     }
+}
+
+/// Reads a throttle document (or a lease answer) as written, before validation;
+/// members this version does not know are ignored (the governor may add some).
+fn read_table(bytes: &[u8]) -> Result<ThrottleTable, JsonError> {
+    const FIELDS: &[&str] = &["version", "ttl_s", "default_ratio", "hunts", "leases"];
+    let mut r = Reader::new(bytes);
+    let mut table = ThrottleTable::default();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.known(r, &key, FIELDS)? {
+            Some("version") => table.version = r.u64()?,
+            Some("ttl_s") => table.ttl_s = r.optional(Reader::u32)?,
+            Some("default_ratio") => table.default_ratio = r.f64()?,
+            Some("hunts") => r.object(|r, hunt| {
+                let entry = read_hunt_throttle(r)?;
+                if table.hunts.insert(hunt, entry).is_some() {
+                    return Err(r.error("listed twice"));
+                }
+                Ok(())
+            })?,
+            Some(_) => table.leases = r.optional(read_grant)?,
+            None => r.skip()?,
+        }
+        Ok(())
+    })?;
+    r.end()?;
+    Ok(table)
+}
+
+fn read_hunt_throttle(r: &mut Reader<'_>) -> Result<HuntThrottle, JsonError> {
+    let mut ratio = None;
+    let mut max_hunters = None;
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.known(r, &key, &["ratio", "max_hunters"])? {
+            Some("ratio") => ratio = Some(r.f64()?),
+            Some(_) => max_hunters = r.optional(Reader::u32)?,
+            None => r.skip()?,
+        }
+        Ok(())
+    })?;
+    let ratio = ratio.ok_or_else(|| r.error("missing field `ratio`"))?;
+    Ok(HuntThrottle { ratio, max_hunters })
+}
+
+fn read_grant(r: &mut Reader<'_>) -> Result<LeaseGrant, JsonError> {
+    let mut lease_ms = None;
+    let mut hunts = HashMap::new();
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.first(r, &key, &["lease_ms", "hunts"])? {
+            "lease_ms" => lease_ms = Some(r.u32()?),
+            _ => r.object(|r, hunt| {
+                let share = read_share(r)?;
+                if hunts.insert(hunt, share).is_some() {
+                    return Err(r.error("listed twice"));
+                }
+                Ok(())
+            })?,
+        }
+        Ok(())
+    })?;
+    let lease_ms = lease_ms.ok_or_else(|| r.error("missing field `lease_ms`"))?;
+    Ok(LeaseGrant { lease_ms, hunts })
+}
+
+fn read_share(r: &mut Reader<'_>) -> Result<ShareGrant, JsonError> {
+    let mut share = None;
+    let mut seen = Seen::default();
+    r.object(|r, key| {
+        match seen.known(r, &key, &["share"])? {
+            Some(_) => share = Some(r.u32()?),
+            None => r.skip()?,
+        }
+        Ok(())
+    })?;
+    let share = share.ok_or_else(|| r.error("missing field `share`"))?;
+    Ok(ShareGrant { share })
 }
