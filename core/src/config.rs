@@ -39,21 +39,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Longest piece of user input echoed in an error message.
-const MAX_ECHO_CHARS: usize = 64;
-
-/// `value` for an error message: at most [`MAX_ECHO_CHARS`] characters, then `…(+N bytes)`.
-pub fn truncated(value: &str) -> String {
-    match value.char_indices().nth(MAX_ECHO_CHARS) {
-        Some((cut, _)) => format!(
-            "{}…(+{} bytes)",
-            value.get(..cut).unwrap_or(value),
-            value.len() - cut
-        ),
-        None => value.to_string(),
-    }
-}
-
 fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -689,7 +674,7 @@ impl Config {
                             format!(
                                 "environment variable `{}` is not set in the Wasm VM \
                                  (vm_config.environment_variables / Istio vmConfig.env)",
-                                truncated(name)
+                                crate::json::truncated(name)
                             ),
                         )
                     })?;

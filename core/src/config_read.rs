@@ -45,13 +45,7 @@ pub fn read_config(bytes: &[u8]) -> Result<ConfigSpec, JsonError> {
                 Ok(())
             })?,
             "max_hunters" => spec.max_hunters = r.u32()?,
-            "hunts" => r.object(|r, hunt| {
-                let over = read_hunt_override(r)?;
-                if spec.hunts.insert(hunt, over).is_some() {
-                    return Err(r.error("listed twice"));
-                }
-                Ok(())
-            })?,
+            "hunts" => r.entries(&mut spec.hunts, read_hunt_override)?,
             "reject" => spec.reject = read_reject(r)?,
             "max_tracked_hunts" => spec.max_tracked_hunts = r.u32()?,
             "untracked_hunts" => {

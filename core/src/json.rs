@@ -14,6 +14,39 @@ use std::fmt;
 /// Deepest nesting of arrays and objects accepted (bounds the reader's recursion).
 pub const MAX_DEPTH: usize = 64;
 
+/// Longest piece of user input echoed in an error message.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// `value` for an error message: at most [`MAX_ECHO_CHARS`] characters, then `…(+N bytes)`.
+pub fn truncated(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((cut, _)) => format!(
+            "{}…(+{} bytes)",
+            value.get(..cut).unwrap_or(value),
+            value.len() - cut
+        ),
+        None => value.to_string(),
+    }
+}
+
+/// A map an object of named entries is read into (hunts by id).
+pub trait Entries<V> {
+    /// Adds `value` under `key`; false when `key` was already there.
+    fn add(&mut self, key: String, value: V) -> bool;
+}
+
+impl<V> Entries<V> for hashbrown::HashMap<String, V> {
+    fn add(&mut self, key: String, value: V) -> bool {
+        self.insert(key, value).is_none()
+    }
+}
+
+impl<V> Entries<V> for std::collections::BTreeMap<String, V> {
+    fn add(&mut self, key: String, value: V) -> bool {
+        self.insert(key, value).is_none()
+    }
+}
+
 /// A document refused: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonError {
@@ -334,7 +367,7 @@ impl<'a> Reader<'a> {
         text.parse::<u64>().map_err(|_| {
             self.error(format!(
                 "invalid value: {}, expected a non-negative integer",
-                crate::config::truncated(text)
+                truncated(text)
             ))
         })
     }
@@ -363,10 +396,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Steps over the closing `}` or `]`.
-    fn close(&mut self) -> Result<(), JsonError> {
+    fn close(&mut self) {
         self.pos += 1;
         self.depth = self.depth.saturating_sub(1);
-        Ok(())
     }
 
     /// Reads an object, calling `each` with the reader at every member's value
@@ -378,7 +410,8 @@ impl<'a> Reader<'a> {
     {
         self.open(Kind::Object, "an object")?;
         if self.byte() == Some(b'}') {
-            return self.close();
+            self.close();
+            return Ok(());
         }
         loop {
             self.skip_whitespace();
@@ -397,10 +430,30 @@ impl<'a> Reader<'a> {
             self.skip_whitespace();
             match self.byte() {
                 Some(b',') => self.pos += 1,
-                Some(b'}') => return self.close(),
+                Some(b'}') => {
+                    self.close();
+                    return Ok(());
+                }
                 _ => return Err(self.syntax("expected `,` or `}`")),
             }
         }
+    }
+
+    /// Reads an object of named entries into `map`, each value read by `read`;
+    /// a key given twice is refused (`hunts.h1: listed twice`).
+    pub fn entries<V, M, F>(&mut self, map: &mut M, mut read: F) -> Result<(), JsonError>
+    where
+        M: Entries<V>,
+        F: FnMut(&mut Self) -> Result<V, JsonError>,
+    {
+        self.object(|r, key| {
+            let value = read(r)?;
+            if map.add(key, value) {
+                Ok(())
+            } else {
+                Err(r.error("listed twice"))
+            }
+        })
     }
 
     /// Reads an array, calling `each` with the reader at every element (the
@@ -411,7 +464,8 @@ impl<'a> Reader<'a> {
     {
         self.open(Kind::Array, "an array")?;
         if self.byte() == Some(b']') {
-            return self.close();
+            self.close();
+            return Ok(());
         }
         let mut index = 0;
         loop {
@@ -422,7 +476,10 @@ impl<'a> Reader<'a> {
             self.skip_whitespace();
             match self.byte() {
                 Some(b',') => self.pos += 1,
-                Some(b']') => return self.close(),
+                Some(b']') => {
+                    self.close();
+                    return Ok(());
+                }
                 _ => return Err(self.syntax("expected `,` or `]`")),
             }
         }
@@ -462,7 +519,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| {
                 self.error(format!(
                     "unknown variant `{}`, expected {}",
-                    crate::config::truncated(&text),
+                    truncated(&text),
                     one_of(variants)
                 ))
             })
@@ -498,7 +555,7 @@ impl Seen {
         let Some(field) = fields.iter().find(|f| **f == key).copied() else {
             return Err(reader.error(format!(
                 "unknown field `{}`, expected {}",
-                crate::config::truncated(key),
+                truncated(key),
                 one_of(fields)
             )));
         };

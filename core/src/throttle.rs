@@ -86,7 +86,7 @@ impl ThrottleTable {
         }
         let mut hunts = HashMap::with_capacity(table.hunts.len());
         for (raw, entry) in table.hunts.drain() {
-            let shown = crate::config::truncated(&raw);
+            let shown = crate::json::truncated(&raw);
             let hunt = normalize_hunt_id(&raw)
                 .map_err(|_| format!("hunts.{shown}: not a valid hunt id"))?;
             if !valid(entry.ratio) {
@@ -112,7 +112,7 @@ impl ThrottleTable {
             }
             let mut shares = HashMap::with_capacity(grant.hunts.len());
             for (raw, share) in grant.hunts.drain() {
-                let shown = crate::config::truncated(&raw);
+                let shown = crate::json::truncated(&raw);
                 let hunt = normalize_hunt_id(&raw)
                     .map_err(|_| format!("leases.hunts.{shown}: not a valid hunt id"))?;
                 if share.share > MAX_HUNTERS_LIMIT {
@@ -361,13 +361,7 @@ fn read_table(bytes: &[u8]) -> Result<ThrottleTable, JsonError> {
             Some("version") => table.version = r.u64()?,
             Some("ttl_s") => table.ttl_s = r.optional(Reader::u32)?,
             Some("default_ratio") => table.default_ratio = r.f64()?,
-            Some("hunts") => r.object(|r, hunt| {
-                let entry = read_hunt_throttle(r)?;
-                if table.hunts.insert(hunt, entry).is_some() {
-                    return Err(r.error("listed twice"));
-                }
-                Ok(())
-            })?,
+            Some("hunts") => r.entries(&mut table.hunts, read_hunt_throttle)?,
             Some(_) => table.leases = r.optional(read_grant)?,
             None => r.skip()?,
         }
@@ -400,13 +394,7 @@ fn read_grant(r: &mut Reader<'_>) -> Result<LeaseGrant, JsonError> {
     r.object(|r, key| {
         match seen.first(r, &key, &["lease_ms", "hunts"])? {
             "lease_ms" => lease_ms = Some(r.u32()?),
-            _ => r.object(|r, hunt| {
-                let share = read_share(r)?;
-                if hunts.insert(hunt, share).is_some() {
-                    return Err(r.error("listed twice"));
-                }
-                Ok(())
-            })?,
+            _ => r.entries(&mut hunts, read_share)?,
         }
         Ok(())
     })?;

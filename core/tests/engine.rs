@@ -14,8 +14,11 @@ use huntgate_core::engine::{decision, Effects, Event};
 use huntgate_core::throttle::publish;
 use huntgate_core::ticket::TicketError;
 
+#[path = "support/counted.rs"]
+mod counted;
 #[path = "support/proxy.rs"]
 mod proxy;
+use counted::Counted;
 use proxy::{headers, ticket_of, Proxy, NOW};
 
 impl Proxy {
@@ -480,32 +483,6 @@ fn session_decisions_are_marked_upstream_only_when_configured() {
     assert_eq!((e.event, e.decision), (Event::Admitted, None));
 }
 
-/// Shared data that counts reads (what a sweeper tick costs in host calls).
-struct Reads<'a> {
-    inner: &'a huntgate_core::shared_data::MemorySharedData,
-    reads: std::cell::Cell<u32>,
-}
-
-impl huntgate_core::shared_data::SharedData for Reads<'_> {
-    fn get(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, u32)>, huntgate_core::shared_data::StoreError> {
-        self.reads.set(self.reads.get() + 1);
-        self.inner.get(key)
-    }
-
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        cas: u32,
-    ) -> Result<huntgate_core::shared_data::SetOutcome, huntgate_core::shared_data::StoreError>
-    {
-        self.inner.set(key, value, cas)
-    }
-}
-
 /// 10,000 listed hunts, none with a session: once the first tick has read every
 /// hunt, a tick reads the `max_hunt_metrics` gauged hunts (100) and a handful of
 /// process keys, not every hunt tracked (issue 12: the sweeper's work follows what
@@ -519,15 +496,12 @@ fn an_idle_tick_reads_the_gauged_hunts_not_every_tracked_one() {
         hunts.join(",")
     );
     let mut p = Proxy::with_ttl(600, &extra);
-    let counted = Reads {
-        inner: &p.shared,
-        reads: std::cell::Cell::new(0),
-    };
+    let counted = Counted::new(&p.shared);
     let first = p.workers[0].tick(&p.config, &counted, NOW).unwrap();
     assert!(first.sweeper);
     assert_eq!(first.tracked_hunts, 10_000);
     assert!(
-        counted.reads.take() >= 10_000,
+        counted.take().0 >= 10_000,
         "the first tick reads every hunt"
     );
     for second in 1..=5u64 {
@@ -535,7 +509,7 @@ fn an_idle_tick_reads_the_gauged_hunts_not_every_tracked_one() {
             .tick(&p.config, &counted, NOW + second * 1_000)
             .unwrap();
         assert!(report.sweeper);
-        let reads = counted.reads.take();
+        let reads = counted.take().0;
         assert!(
             (100..=120).contains(&reads),
             "tick {second}: {reads} reads with 10,000 hunts tracked"

@@ -11,6 +11,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use std::cell::Cell;
 
+#[path = "support/counted.rs"]
+mod counted;
+use counted::Counted;
+
 use huntgate_core::shared_data::{MemorySharedData, SetOutcome, SharedData, StoreError};
 use huntgate_core::store::{
     acquire_lease, active_count, admit, grow_layout, hunt_tag, hunter_key, layout, prepare_layout,
@@ -515,44 +519,13 @@ fn no_join_takes_a_seat_while_its_slot_is_being_reassigned() {
     assert_registry_matches_counts(&s);
 }
 
-/// Shared data that counts host calls and the bytes they copy.
-#[derive(Default)]
-struct Counted {
-    inner: MemorySharedData,
-    gets: Cell<u32>,
-    sets: Cell<u32>,
-    bytes: Cell<usize>,
-}
-
-impl Counted {
-    /// (gets, sets, bytes copied) since the last call.
-    fn take(&self) -> (u32, u32, usize) {
-        (self.gets.take(), self.sets.take(), self.bytes.take())
-    }
-}
-
-impl SharedData for Counted {
-    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        self.gets.set(self.gets.get() + 1);
-        let value = self.inner.get(key)?;
-        let len = value.as_ref().map_or(0, |(v, _)| v.len());
-        self.bytes.set(self.bytes.get() + len);
-        Ok(value)
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<SetOutcome, StoreError> {
-        self.sets.set(self.sets.get() + 1);
-        self.bytes.set(self.bytes.get() + value.len());
-        self.inner.set(key, value, cas)
-    }
-}
-
 /// A join into a hunt with room is one count update and one shard update; into a
 /// full hunt, one count read and one shard read; a renewal, one shard update.
 /// The bytes are the count and the hunter's shard (active / SHARDS records).
 #[test]
 fn a_join_costs_one_count_update_and_one_shard_update() {
-    let s = Counted::default();
+    let shared = MemorySharedData::default();
+    let s = Counted::new(&shared);
     prepare_layout(&s, 1, 0).unwrap();
     let active = 3_200u64;
     for key in 0..active {
