@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use huntgate_core::store::{shards_for, slot_bytes};
+use huntgate_core::store::{shards_for, slot_bytes, COUNT_BYTES, RECORD_BYTES, SHARD_TAG_BYTES};
 use serde_json::{json, Value};
 
 use crate::envoy::{rss_bytes, Envoy, EnvoySpec};
@@ -93,7 +93,8 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
                 "active_hunters": active,
                 "value_bytes": slot_bytes(active, shards),
                 "keys": 1 + shards,
-                "bytes_copied_per_admitted_join": 2 * (slot_bytes(active, shards) - 4) / shards as usize + 16,
+                // The count and the hunter's shard, read and written.
+                "bytes_copied_per_admitted_join": 2 * (COUNT_BYTES + SHARD_TAG_BYTES + RECORD_BYTES * active as usize / shards as usize),
             })
         })
         .collect();
@@ -112,6 +113,9 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
         "huntgate_extra_mib_2_workers": mib(hg2.saturating_sub(bare2)),
         "huntgate_extra_mib_per_worker_vm": mib((hg2.saturating_sub(bare2)).saturating_sub(hg1.saturating_sub(bare1))),
         "shared_data_layout_per_hunt": layout,
+        "count_bytes": COUNT_BYTES,
+        "record_bytes": RECORD_BYTES,
+        "shards_per_slot": shards,
         "measured_rss_bytes_per_hunter_at_50000": per_hunter.round(),
         "max_tracked_hunts_prepared": 1024,
     }))

@@ -86,11 +86,11 @@ const LAYOUT_CLAIM_MS: u64 = 5_000;
 /// Attempts of one compare-and-swap before giving up with [`StoreError::Contention`].
 pub const MAX_CAS_ATTEMPTS: u32 = 64;
 /// Bytes of one session record.
-const RECORD_BYTES: usize = 12;
+pub const RECORD_BYTES: usize = 12;
 /// Bytes of a count value: owner tag, count, earliest expiry, rejected joins.
-const COUNT_BYTES: usize = 20;
+pub const COUNT_BYTES: usize = 20;
 /// Bytes of a shard's owner tag, before its records.
-const SHARD_TAG_BYTES: usize = 8;
+pub const SHARD_TAG_BYTES: usize = 8;
 /// How long the registrar lease lasts (one reassignment takes microseconds).
 const REGISTRAR_LEASE_MS: u64 = 1_000;
 /// A worker that found no slot to reuse for an unlisted hunt does not scan again sooner.
