@@ -86,13 +86,15 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
     let per_hunter = measured_bytes_per_hunter(root, dir, wasm, 50_000)?;
     // The default max_tracked_hunts (1,024) lays out this many shards per slot.
     let shards = shards_for(1_024);
+    // A slot's keys: its count and its shards.
+    let keys_per_slot = 1 + shards;
     let layout: Vec<Value> = [0u32, 10, 2_000, 50_000]
         .iter()
         .map(|&active| {
             json!({
                 "active_hunters": active,
                 "value_bytes": slot_bytes(active, shards),
-                "keys": 1 + shards,
+                "keys": keys_per_slot,
                 // The count and the hunter's shard, read and written.
                 "bytes_copied_per_admitted_join": 2 * (COUNT_BYTES + SHARD_TAG_BYTES + RECORD_BYTES * active as usize / shards as usize),
             })
@@ -116,6 +118,7 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
         "count_bytes": COUNT_BYTES,
         "record_bytes": RECORD_BYTES,
         "shards_per_slot": shards,
+        "keys_per_slot": keys_per_slot,
         "measured_rss_bytes_per_hunter_at_50000": per_hunter.round(),
         "max_tracked_hunts_prepared": 1024,
     }))
