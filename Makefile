@@ -38,7 +38,11 @@ $(ENV_SH):
 
 # cargo's output, then binaryen's wasm-opt -Oz (about 17 % smaller; the
 # features are those rustc emits for wasm32-wasip1). Tests run this artifact.
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+# wasm-opt inlines no function of one caller above 100 of its size units (its
+# default inlines every one): with the core's `#[inline(never)]` on the large
+# cold functions, that keeps the largest function under 8 KiB, and with it V8's
+# compilation peak, which Envoy keeps as RSS (README, "Memory"; bench-smoke gates it).
+WASM_OPT_FLAGS := -Oz --one-caller-inline-max-function-size 100 --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 
 wasm: | $(ENV_SH)

@@ -50,6 +50,7 @@ fn warn(message: &str) {
 impl HuntgateHttp {
     /// Removes the upstream's `session_end.header` from the response and, when it
     /// says `end`, ends the request's session (and sends no new ticket).
+    #[inline(never)]
     fn end_if_asked(&mut self) {
         let shared = Rc::clone(&self.shared);
         let Some(name) = shared.config.session_end.header.as_deref() else {

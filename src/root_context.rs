@@ -85,6 +85,7 @@ impl HuntgateRoot {
     }
 
     /// The elected fetcher dispatches the next governor fetch when one is due.
+    #[inline(never)]
     fn fetch_if_due(&mut self, shared: &Shared, now: u64) {
         let Some(feed) = &shared.config.governor else {
             return;
@@ -158,6 +159,7 @@ impl HuntgateRoot {
 
     /// Hands the lease answer's ends (if it had any) to the worker: it records
     /// other proxies' ends and retires the ones this process reported.
+    #[inline(never)]
     fn fleet_ends_received(&mut self, shared: &Shared, now: u64) {
         let ends = self.fetcher.take_fleet_ends();
         let Ok(mut worker) = shared.worker.try_borrow_mut() else {
@@ -184,6 +186,7 @@ impl HuntgateRoot {
     }
 
     /// The governor's answer to the call with `token_id` (or its failure).
+    #[inline(never)]
     pub fn on_http_call_response(&mut self, token_id: u32, body_size: usize) {
         let (Some(shared), Ok(now)) = (self.shared.clone(), host::now_ms()) else {
             return;
@@ -239,6 +242,7 @@ impl HuntgateRoot {
     }
 
     /// Compiles the plugin configuration and prepares shared data; false refuses it.
+    #[inline(never)]
     pub fn on_configure(&mut self) -> bool {
         let bytes = match host::plugin_configuration() {
             Ok(bytes) => bytes,
@@ -300,6 +304,7 @@ impl HuntgateRoot {
     }
 
     /// The tick: the governor fetch when due, sweeping and gauges.
+    #[inline(never)]
     pub fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use huntgate_core::store::{shards_for, slot_bytes, COUNT_BYTES, RECORD_BYTES, SHARD_TAG_BYTES};
 use serde_json::{json, Value};
 
@@ -66,6 +66,53 @@ fn measured_bytes_per_hunter(root: &Path, dir: &Path, wasm: &Path, hunters: u32)
     Ok((after.saturating_sub(before)) as f64 / f64::from(hunters))
 }
 
+/// Reads one unsigned LEB128 number at `*at`, moving past it.
+fn leb128(bytes: &[u8], at: &mut usize) -> Result<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at).context("wasm: truncated number")?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    bail!("wasm: number longer than 64 bits")
+}
+
+/// The largest function body of the module at `wasm`, in bytes. V8 compiles
+/// every function with TurboFan when Envoy loads the module, and Envoy's
+/// allocator keeps the peak of that compilation as RSS: it follows the largest
+/// functions (README, "Memory").
+pub fn largest_function_bytes(wasm: &Path) -> Result<u64> {
+    let bytes = fs::read(wasm)?;
+    let mut at = 8; // magic and version
+    while at < bytes.len() {
+        let id = *bytes.get(at).context("wasm: truncated section")?;
+        at += 1;
+        let size = usize::try_from(leb128(&bytes, &mut at)?)?;
+        let end = at.checked_add(size).context("wasm: section size")?;
+        if id == CODE_SECTION {
+            let mut body = at;
+            let mut largest = 0;
+            for _ in 0..leb128(&bytes, &mut body)? {
+                let length = leb128(&bytes, &mut body)?;
+                largest = largest.max(length);
+                body = body
+                    .checked_add(usize::try_from(length)?)
+                    .filter(|&b| b <= end)
+                    .context("wasm: function body past its section")?;
+            }
+            return Ok(largest);
+        }
+        at = end;
+    }
+    bail!("{}: no code section", wasm.display())
+}
+
+/// The wasm code section's id.
+const CODE_SECTION: u8 = 10;
+
 /// All footprint figures.
 pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Value> {
     let wasm_bytes = fs::metadata(wasm)?.len();
@@ -103,6 +150,7 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
     Ok(json!({
         "wasm_bytes": wasm_bytes,
         "wasm_kib": (wasm_bytes as f64 / 1024.0 * 10.0).round() / 10.0,
+        "largest_function_bytes": largest_function_bytes(wasm)?,
         "empty_filter_wasm_bytes": empty_bytes,
         "envoy_rss_mib": {
             "bare_1_worker": mib(bare1),

@@ -71,6 +71,13 @@ fn scale_gate() -> f64 {
     f64::from(env_u32("BENCH_SCALE_GATE", 130)) / 100.0
 }
 
+/// The smoke gate on the module's largest function body, in bytes:
+/// `BENCH_FUNCTION_GATE`, default 8 KiB. V8 compiles every function when Envoy
+/// loads the module and Envoy keeps the peak as RSS (README, "Memory").
+fn function_gate() -> u64 {
+    u64::from(env_u32("BENCH_FUNCTION_GATE", 8 * 1024))
+}
+
 /// What the smoke run gates, and whether `cases` (their per-request
 /// instructions, `None` when not measured) pass, given bare Envoy's count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1033,7 +1040,10 @@ fn main() -> Result<()> {
         })
     };
     let footprint = if smoke {
-        json!({"wasm_kib": (fs::metadata(&wasm)?.len() as f64 / 1024.0 * 10.0).round() / 10.0})
+        json!({
+            "wasm_kib": (fs::metadata(&wasm)?.len() as f64 / 1024.0 * 10.0).round() / 10.0,
+            "largest_function_bytes": footprint::largest_function_bytes(&wasm)?,
+        })
     } else {
         step("footprint", &mut timings, || {
             footprint::measure(&root, &dir, &wasm, &empty)
@@ -1118,6 +1128,18 @@ fn main() -> Result<()> {
                 Ok(message) => println!("{message}"),
                 Err(message) => failed.push(message),
             }
+        }
+        let largest = results["footprint"]["largest_function_bytes"].as_u64();
+        match largest {
+            Some(bytes) if bytes <= function_gate() => println!(
+                "bench-smoke: largest function {bytes} B (gate {} B)",
+                function_gate()
+            ),
+            _ => failed.push(format!(
+                "bench-smoke: largest function {} B, over the gate of {} B: V8's compilation peak stays in Envoy's RSS; mark the function's parts #[inline(never)] (README, \"Memory\"; BENCH_FUNCTION_GATE overrides)",
+                largest.map_or_else(|| "unknown".to_string(), |b| b.to_string()),
+                function_gate()
+            )),
         }
         if !failed.is_empty() {
             bail!("{}", failed.join("\n"));

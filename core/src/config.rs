@@ -302,6 +302,7 @@ pub struct GovernorSpec {
 
 impl GovernorSpec {
     /// Every field at its documented default, `cluster` empty (it is required).
+    #[inline(never)]
     pub fn defaults() -> Self {
         Self {
             cluster: String::new(),
@@ -432,6 +433,7 @@ pub struct ConfigSpec {
 
 impl ConfigSpec {
     /// Every field at its documented default, `ticket_secrets` empty (it is required).
+    #[inline(never)]
     pub fn defaults() -> Self {
         Self {
             mode: Mode::default(),
@@ -606,6 +608,7 @@ impl Config {
     }
 
     /// Validates and compiles an already-deserialized specification.
+    #[inline(never)]
     pub fn compile(
         spec: ConfigSpec,
         env: &dyn Fn(&str) -> Option<String>,
@@ -803,6 +806,7 @@ impl Config {
 
 /// Compiles a waiting room at `field`, each field left out taken from `inherit`
 /// (then from the documented default). `None` when it is not enabled.
+#[inline(never)]
 fn compile_waiting_room(
     field: &str,
     spec: &WaitingRoomSpec,
@@ -847,6 +851,7 @@ fn compile_waiting_room(
     }))
 }
 
+#[inline(never)]
 fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
     if spec.cluster.is_empty() {
         return Err(field_error(
@@ -930,6 +935,7 @@ fn compile_governor(spec: GovernorSpec) -> Result<GovernorFeed, ConfigError> {
     })
 }
 
+#[inline(never)]
 fn compile_session_end(
     spec: &SessionEndSpec,
     hunt: &HuntSource,
@@ -998,6 +1004,7 @@ fn check_max_hunters(field: &str, value: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
+#[inline(never)]
 fn compile_prefix(prefix: &str) -> Result<Vec<String>, ConfigError> {
     const FIELD: &str = "hunt.path_prefix";
     if !prefix.starts_with('/') {

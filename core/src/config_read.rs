@@ -11,6 +11,7 @@ use crate::config::{
 use crate::json::{JsonError, Kind, Reader, Seen};
 
 /// Reads a whole configuration document (nothing may follow it).
+#[inline(never)]
 pub fn read_config(bytes: &[u8]) -> Result<ConfigSpec, JsonError> {
     const FIELDS: &[&str] = &[
         "mode",
@@ -82,6 +83,7 @@ pub fn read_config(bytes: &[u8]) -> Result<ConfigSpec, JsonError> {
     Ok(spec)
 }
 
+#[inline(never)]
 fn read_mode(r: &mut Reader<'_>) -> Result<Mode, JsonError> {
     Ok(match r.variant(&["enforce", "shadow"])? {
         "shadow" => Mode::Shadow,
@@ -89,6 +91,7 @@ fn read_mode(r: &mut Reader<'_>) -> Result<Mode, JsonError> {
     })
 }
 
+#[inline(never)]
 fn read_decision(r: &mut Reader<'_>) -> Result<Decision, JsonError> {
     Ok(
         match r.variant(&["admitted", "session", "would-reject", "untracked"])? {
@@ -101,6 +104,7 @@ fn read_decision(r: &mut Reader<'_>) -> Result<Decision, JsonError> {
 }
 
 /// An object of exactly one member among `variants`: its name, with the reader at its value.
+#[inline(never)]
 fn read_one_of<T>(
     r: &mut Reader<'_>,
     variants: &[&'static str],
@@ -126,6 +130,7 @@ fn read_one_of<T>(
     })
 }
 
+#[inline(never)]
 fn read_hunt_source(r: &mut Reader<'_>) -> Result<HuntSourceSpec, JsonError> {
     read_one_of(r, &["path_prefix", "header"], |r, variant| {
         let text = r.string()?;
@@ -136,6 +141,7 @@ fn read_hunt_source(r: &mut Reader<'_>) -> Result<HuntSourceSpec, JsonError> {
     })
 }
 
+#[inline(never)]
 fn read_hunter_source(r: &mut Reader<'_>) -> Result<HunterSourceSpec, JsonError> {
     read_one_of(r, &["header", "anonymous"], |r, variant| {
         Ok(match variant {
@@ -145,6 +151,7 @@ fn read_hunter_source(r: &mut Reader<'_>) -> Result<HunterSourceSpec, JsonError>
     })
 }
 
+#[inline(never)]
 fn read_secret(r: &mut Reader<'_>) -> Result<SecretSpec, JsonError> {
     match r.peek()? {
         Kind::String => r.string().map(SecretSpec::Inline),
@@ -155,6 +162,7 @@ fn read_secret(r: &mut Reader<'_>) -> Result<SecretSpec, JsonError> {
     }
 }
 
+#[inline(never)]
 fn read_hunt_override(r: &mut Reader<'_>) -> Result<HuntOverrideSpec, JsonError> {
     const FIELDS: &[&str] = &["max_hunters", "mode", "waiting_room"];
     let mut spec = HuntOverrideSpec::default();
@@ -170,6 +178,7 @@ fn read_hunt_override(r: &mut Reader<'_>) -> Result<HuntOverrideSpec, JsonError>
     Ok(spec)
 }
 
+#[inline(never)]
 fn read_waiting_room(r: &mut Reader<'_>) -> Result<WaitingRoomSpec, JsonError> {
     const FIELDS: &[&str] = &[
         "enabled",
@@ -195,6 +204,7 @@ fn read_waiting_room(r: &mut Reader<'_>) -> Result<WaitingRoomSpec, JsonError> {
     Ok(spec)
 }
 
+#[inline(never)]
 fn read_reject(r: &mut Reader<'_>) -> Result<RejectSpec, JsonError> {
     const FIELDS: &[&str] = &["status", "retry_after_s"];
     let mut spec = RejectSpec::default();
@@ -209,6 +219,7 @@ fn read_reject(r: &mut Reader<'_>) -> Result<RejectSpec, JsonError> {
     Ok(spec)
 }
 
+#[inline(never)]
 fn read_session_end(r: &mut Reader<'_>) -> Result<SessionEndSpec, JsonError> {
     const FIELDS: &[&str] = &["header", "leave_path"];
     let mut spec = SessionEndSpec::default();
@@ -223,6 +234,7 @@ fn read_session_end(r: &mut Reader<'_>) -> Result<SessionEndSpec, JsonError> {
     Ok(spec)
 }
 
+#[inline(never)]
 fn read_on_stale(r: &mut Reader<'_>) -> Result<OnStaleSpec, JsonError> {
     if r.peek()? == Kind::String {
         return Ok(match r.variant(&["fail_open", "fail_closed"])? {
@@ -236,6 +248,7 @@ fn read_on_stale(r: &mut Reader<'_>) -> Result<OnStaleSpec, JsonError> {
     read_one_of(r, &["ratio"], |r, _| r.f64().map(OnStaleSpec::Ratio))
 }
 
+#[inline(never)]
 fn read_governor(r: &mut Reader<'_>) -> Result<GovernorSpec, JsonError> {
     const FIELDS: &[&str] = &[
         "cluster",

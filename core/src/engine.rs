@@ -268,6 +268,7 @@ impl Worker {
     /// Creates the shared-data layout and registers the listed hunts. Run in
     /// `on_configure`. Returns a warning to log when the process keeps shards per
     /// slot that an earlier configuration chose (they are fixed until it restarts).
+    #[inline(never)]
     pub fn configure<S: SharedData>(
         &mut self,
         config: &Config,
@@ -316,6 +317,7 @@ impl Worker {
         effects
     }
 
+    #[inline(never)]
     fn decide<S: SharedData, H: HeaderPair>(
         &mut self,
         config: &Config,
@@ -414,6 +416,7 @@ impl Worker {
 
     /// Answers a leave request: ends the session of its valid ticket (`key`), or
     /// 403 without one.
+    #[inline(never)]
     fn leave<S: SharedData>(
         &mut self,
         config: &Config,
@@ -467,6 +470,7 @@ impl Worker {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn admit<S: SharedData, H: HeaderPair>(
         &mut self,
         config: &Config,
@@ -667,6 +671,7 @@ impl Worker {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn verdict_effects(
         &mut self,
         config: &Config,
@@ -757,6 +762,7 @@ impl Worker {
 
     /// Runs once per tick on every worker: the lease holder sweeps expired sessions
     /// and reports gauges; the others only refresh their registry view.
+    #[inline(never)]
     pub fn tick<S: SharedData>(
         &mut self,
         config: &Config,
@@ -862,6 +868,7 @@ impl Worker {
 
     /// This process's lease report: every registered hunt with sessions, rejected
     /// joins since the previous report, or a live share (the fetcher's worker only).
+    #[inline(never)]
     pub fn lease_report<S: SharedData>(
         &mut self,
         shared: &S,
@@ -892,6 +899,7 @@ impl Worker {
     /// lists are read only when their generations moved since the last report;
     /// when they cannot be read, the report carries what an earlier scan found
     /// (and the cursor), with the error.
+    #[inline(never)]
     pub fn ends_report<S: SharedData>(
         &mut self,
         config: &Config,
@@ -914,6 +922,7 @@ impl Worker {
     /// the ends reported are acknowledged and those of other proxies are recorded
     /// here, so that every worker refuses their tickets; `None` (an exchange that
     /// failed, or a governor that sends no ends) leaves them to be reported again.
+    #[inline(never)]
     pub fn fleet_ends_received<S: SharedData>(
         &mut self,
         config: &Config,
@@ -992,6 +1001,7 @@ fn first_queue_claim(
 /// find the hunter's place, *then* read the count; a place within the free
 /// seats tries the store (and leaves the queue once admitted), any other waits.
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn queue_join<S: SharedData>(
     shared: &S,
     room: &WaitingRoom,
@@ -1057,6 +1067,7 @@ fn queue_join<S: SharedData>(
 
 /// Drops the silent and expired places of `slot`'s queue (the sweeper, every
 /// tick) and returns its gauges; `None` when the slot moved to another hunt.
+#[inline(never)]
 fn sweep_queue<S: SharedData>(
     shared: &S,
     room: &WaitingRoom,

@@ -173,6 +173,7 @@ impl Fetcher {
     }
 
     /// Handles the governor's answer (`status` is `None` when the call got none).
+    #[inline(never)]
     pub fn on_response<S: SharedData>(
         &mut self,
         feed: &GovernorFeed,

@@ -441,6 +441,7 @@ impl<'a> Reader<'a> {
 
     /// Reads an object of named entries into `map`, each value read by `read`;
     /// a key given twice is refused (`hunts.h1: listed twice`).
+    #[inline(never)]
     pub fn entries<V, M, F>(&mut self, map: &mut M, mut read: F) -> Result<(), JsonError>
     where
         M: Entries<V>,

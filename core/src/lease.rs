@@ -125,6 +125,7 @@ fn read_wire_end(r: &mut Reader<'_>) -> Result<(String, u64), JsonError> {
 impl FleetEnds {
     /// Reads the `ends` member of a lease answer (`None` when it has none); the
     /// error names the field.
+    #[inline(never)]
     pub fn decode_answer(body: &[u8]) -> Result<Option<Self>, String> {
         let Some(ends) = read_answer_ends(body).map_err(|e| e.to_string())? else {
             return Ok(None);

@@ -15,6 +15,13 @@
 //! - [`engine`]: one worker's request handling and tick;
 //! - [`waiting_room`]: a full hunt's FIFO queue (places, positions, estimated waits);
 //! - [`reply`]: JSON error replies and the waiting page.
+//!
+//! `#[inline(never)]` marks the large functions off the hot path (configuration,
+//! the tick, the governor's answer, the join's store calls): Envoy's V8 compiles
+//! every function of the module with TurboFan when it loads it, the compilation's
+//! memory grows with the function, and Envoy's allocator keeps that peak as RSS.
+//! Kept apart, no function of `dist/huntgate.wasm` exceeds 8 KiB (bench-smoke
+//! gates it; README, "Memory").
 
 pub mod abi;
 pub mod config;

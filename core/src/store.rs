@@ -255,6 +255,7 @@ pub fn layout<S: SharedData>(shared: &S) -> Result<Layout, StoreError> {
 /// [`SLOT_BATCH`] slots (at most `slots`). Run at configure time, before traffic.
 /// Returns the layout's shards per slot: chosen by the first configuration
 /// ([`shards_for`] its `slots`), kept for the process's life.
+#[inline(never)]
 pub fn prepare_layout<S: SharedData>(
     shared: &S,
     slots: u32,
@@ -301,6 +302,7 @@ pub fn prepare_layout<S: SharedData>(
 
 /// Creates the next [`SLOT_BATCH`] slots (at most `cap` in all) unless `cap` are
 /// prepared or another worker holds the claim. Returns the layout as it then is.
+#[inline(never)]
 pub fn grow_layout<S: SharedData>(shared: &S, cap: u32, now_ms: u64) -> Result<Layout, StoreError> {
     let Some((value, cas)) = shared.get(LAYOUT_KEY)? else {
         return Err(StoreError::MissingKey(LAYOUT_KEY.to_string()));
@@ -627,6 +629,7 @@ impl RegistryCache {
     }
 
     /// Re-reads the registry when its generation changed (one 8-byte read otherwise).
+    #[inline(never)]
     pub fn refresh<S: SharedData>(&mut self, shared: &S) -> Result<(), StoreError> {
         self.load_shards(shared)?;
         let generation = shared
@@ -644,6 +647,7 @@ impl RegistryCache {
 
     /// Finds the hunt's slot, registering the hunt if there is room under `cap`,
     /// else reusing a slot (see the module documentation).
+    #[inline(never)]
     pub fn resolve<S: SharedData>(
         &mut self,
         shared: &S,
@@ -1185,6 +1189,7 @@ fn unreleased(slot: SlotRef, seats: u32, cause: &StoreError) -> StoreError {
 
 /// Gives back `seats` that [`StoreError::Unreleased`] reported (nothing if the slot went
 /// to another hunt meanwhile: its count started over).
+#[inline(never)]
 pub fn give_back<S: SharedData>(shared: &S, slot: SlotRef, seats: u32) -> Result<(), StoreError> {
     release(shared, slot, seats, None).map(|_| ())
 }
@@ -1226,6 +1231,7 @@ fn release<S: SharedData>(
 
 /// Adds `n` rejected joins to the slot's demand counter (the worker's batch,
 /// flushed on its tick); nothing when the slot belongs to another hunt now.
+#[inline(never)]
 pub fn add_rejected<S: SharedData>(shared: &S, slot: SlotRef, n: u32) -> Result<(), StoreError> {
     cas_update(shared, &count_key(slot.slot), |current| {
         let count = Count::decode(current.unwrap_or_default());
@@ -1288,6 +1294,7 @@ pub fn sweep_slot<S: SharedData>(
 }
 
 /// [`sweep_slot`], also telling when the slot's earliest record expires.
+#[inline(never)]
 pub fn sweep<S: SharedData>(shared: &S, slot: SlotRef, now_ms: u64) -> Result<Swept, StoreError> {
     let count = read_count(shared, slot.slot)?;
     let known = |expiry_s: u32| (expiry_s != 0 && expiry_s != u32::MAX).then_some(expiry_s);
@@ -1411,6 +1418,7 @@ fn in_key_order(records: &[u8]) -> Vec<u8> {
 
 /// Takes or renews the lease `name` for `owner` until `now_ms + duration_ms`.
 /// Returns whether `owner` holds it.
+#[inline(never)]
 pub fn acquire_lease<S: SharedData>(
     shared: &S,
     name: &str,
@@ -1526,6 +1534,7 @@ pub fn ended_sessions<S: SharedData>(
 
 /// The ends this process recorded itself (not learnt from the fleet), every
 /// list, as (hunter key, ended at ms): what the lease report shares.
+#[inline(never)]
 pub fn local_ends<S: SharedData>(shared: &S) -> Result<Vec<(u64, u64)>, StoreError> {
     let mut ends = Vec::new();
     for shard in 0..ENDED_SHARDS {
@@ -1580,6 +1589,7 @@ pub struct FleetEndsRecorded {
 /// entries older than `keep_ms` are dropped meanwhile. One compare-and-swap per
 /// list touched, then one generation bump for the lists changed (also when a
 /// later list fails: the next answer's repeat then finds them recorded).
+#[inline(never)]
 pub fn record_fleet_ends<S: SharedData>(
     shared: &S,
     ends: &[(u64, u64)],
@@ -1666,6 +1676,7 @@ pub struct SessionEnded {
 /// are dropped meanwhile), then removes its record from `slot` (if the hunt has
 /// one) and gives its seat back. Fails with [`StoreError::Full`] when the end
 /// cannot be recorded; the session then stays (and expires as usual).
+#[inline(never)]
 pub fn end_session<S: SharedData>(
     shared: &S,
     slot: Option<SlotRef>,

@@ -75,6 +75,7 @@ impl ThrottleTable {
     /// Parses and validates a document: ratios finite and within [0, 1],
     /// `max_hunters` within the filter's own bound, hunt ids valid; hunt ids are
     /// case-insensitive (stored lowercase, a hunt listed twice is refused).
+    #[inline(never)]
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() > MAX_THROTTLE_BYTES {
             return Err(format!("throttle document over {MAX_THROTTLE_BYTES} bytes"));
@@ -195,6 +196,7 @@ pub fn publish<S: SharedData>(shared: &S, document: &[u8], now_ms: u64) -> Resul
 
 /// Publishes a validated document received at `now_ms` in answer to an
 /// exchange sent at `sent_ms` (its leases count from `sent_ms`).
+#[inline(never)]
 pub fn publish_exchange<S: SharedData>(
     shared: &S,
     document: &[u8],
@@ -215,6 +217,7 @@ pub fn publish_exchange<S: SharedData>(
 }
 
 /// Records that the document in force was confirmed current at `now_ms` (a 304).
+#[inline(never)]
 pub fn confirm<S: SharedData>(shared: &S, now_ms: u64) -> Result<(), StoreError> {
     crate::store::cas_update(shared, THROTTLE_META_KEY, |current| {
         let meta = FeedMeta::decode(current.unwrap_or_default());
@@ -351,6 +354,7 @@ impl ThrottleCache {
 
 /// Reads a throttle document (or a lease answer) as written, before validation;
 /// members this version does not know are ignored (the governor may add some).
+#[inline(never)]
 fn read_table(bytes: &[u8]) -> Result<ThrottleTable, JsonError> {
     const FIELDS: &[&str] = &["version", "ttl_s", "default_ratio", "hunts", "leases"];
     let mut r = Reader::new(bytes);
@@ -371,6 +375,7 @@ fn read_table(bytes: &[u8]) -> Result<ThrottleTable, JsonError> {
     Ok(table)
 }
 
+#[inline(never)]
 fn read_hunt_throttle(r: &mut Reader<'_>) -> Result<HuntThrottle, JsonError> {
     let mut ratio = None;
     let mut max_hunters = None;
@@ -387,6 +392,7 @@ fn read_hunt_throttle(r: &mut Reader<'_>) -> Result<HuntThrottle, JsonError> {
     Ok(HuntThrottle { ratio, max_hunters })
 }
 
+#[inline(never)]
 fn read_grant(r: &mut Reader<'_>) -> Result<LeaseGrant, JsonError> {
     let mut lease_ms = None;
     let mut hunts = HashMap::new();
@@ -402,6 +408,7 @@ fn read_grant(r: &mut Reader<'_>) -> Result<LeaseGrant, JsonError> {
     Ok(LeaseGrant { lease_ms, hunts })
 }
 
+#[inline(never)]
 fn read_share(r: &mut Reader<'_>) -> Result<ShareGrant, JsonError> {
     let mut share = None;
     let mut seen = Seen::default();
