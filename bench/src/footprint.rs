@@ -84,7 +84,7 @@ fn leb128(bytes: &[u8], at: &mut usize) -> Result<u64> {
 /// every function with TurboFan when Envoy loads the module, and Envoy's
 /// allocator keeps the peak of that compilation as RSS: it follows the largest
 /// functions (README, "Memory").
-pub fn largest_function_bytes(wasm: &Path) -> Result<u64> {
+fn largest_function_bytes(wasm: &Path) -> Result<u64> {
     let bytes = fs::read(wasm)?;
     let mut at = 8; // magic and version
     while at < bytes.len() {
@@ -113,9 +113,19 @@ pub fn largest_function_bytes(wasm: &Path) -> Result<u64> {
 /// The wasm code section's id.
 const CODE_SECTION: u8 = 10;
 
+/// The module's own figures: its size and its largest function (the smoke run
+/// reports only these; [`measure`] adds Envoy's RSS and the layout).
+pub fn module(wasm: &Path) -> Result<Value> {
+    let wasm_bytes = fs::metadata(wasm)?.len();
+    Ok(json!({
+        "wasm_bytes": wasm_bytes,
+        "wasm_kib": (wasm_bytes as f64 / 1024.0 * 10.0).round() / 10.0,
+        "largest_function_bytes": largest_function_bytes(wasm)?,
+    }))
+}
+
 /// All footprint figures.
 pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Value> {
-    let wasm_bytes = fs::metadata(wasm)?.len();
     let empty_bytes = fs::metadata(empty)?.len();
     let huntgate = Filters::Huntgate {
         wasm: wasm.to_path_buf(),
@@ -147,10 +157,7 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
             })
         })
         .collect();
-    Ok(json!({
-        "wasm_bytes": wasm_bytes,
-        "wasm_kib": (wasm_bytes as f64 / 1024.0 * 10.0).round() / 10.0,
-        "largest_function_bytes": largest_function_bytes(wasm)?,
+    let mut figures = json!({
         "empty_filter_wasm_bytes": empty_bytes,
         "envoy_rss_mib": {
             "bare_1_worker": mib(bare1),
@@ -169,5 +176,9 @@ pub fn measure(root: &Path, dir: &Path, wasm: &Path, empty: &Path) -> Result<Val
         "keys_per_slot": keys_per_slot,
         "measured_rss_bytes_per_hunter_at_50000": per_hunter.round(),
         "max_tracked_hunts_prepared": 1024,
-    }))
+    });
+    if let (Some(all), Value::Object(own)) = (figures.as_object_mut(), module(wasm)?) {
+        all.extend(own);
+    }
+    Ok(figures)
 }

@@ -1042,10 +1042,7 @@ fn main() -> Result<()> {
         })
     };
     let footprint = if smoke {
-        json!({
-            "wasm_kib": (fs::metadata(&wasm)?.len() as f64 / 1024.0 * 10.0).round() / 10.0,
-            "largest_function_bytes": footprint::largest_function_bytes(&wasm)?,
-        })
+        footprint::module(&wasm)?
     } else {
         step("footprint", &mut timings, || {
             footprint::measure(&root, &dir, &wasm, &empty)
