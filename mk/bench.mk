@@ -6,13 +6,14 @@
 #                     latency; prints a table, writes bench-out/results.{json,md}
 #   make bench-smoke  the instruction-count gates on a tiny setting (run by make test):
 #                     fails if the hot path adds more than BENCH_HOT_GATE (46k) instructions,
-#                     an admitted join (10 active) more than BENCH_JOIN_GATE (138k), or the
+#                     an admitted join (10 active) more than BENCH_JOIN_GATE (148k), or the
 #                     join at 3,000 active costs more than BENCH_SCALE_GATE (130) per cent
 #                     of the join at 10, or a function of the module is over
 #                     BENCH_FUNCTION_GATE (8192) bytes
 #   make bench-paths  only the instruction counts of one hunt's paths (bare, hot, joins,
-#                     non-hunt, empty wasm, local_ratelimit), printed; BENCH_CASES=hot,non-hunt
-#                     keeps only those (with bare), and may name the full bench's scale
+#                     non-hunt, non-hunt on the asset route, empty wasm, local_ratelimit,
+#                     bare sent each path's own requests), printed; BENCH_CASES=hot,non-hunt
+#                     keeps only those (with their baselines), and may name the full bench's scale
 #                     points (<path>@<hunts>x<hunters>: hot@10000x10, join-admit@100x10)
 #   make bench-load   only the wall-clock figures (wrk throughput in interleaved rounds,
 #                     h2load latency at half of bare's rate) for bare, huntgate, the empty
@@ -65,9 +66,11 @@ bench-control: tools wasm bench-build
 # which the filter still misses (README, Performance). Lower it as the hot path
 # gets cheaper.
 BENCH_HOT_GATE ?= 46000
-# Join gate: an admitted join at 10 active hunters measured 114.5k–115.6k added on
-# the same machine (2026-12-03), + 20 % → 138k; the goal (60k) is still missed.
-BENCH_JOIN_GATE ?= 138000
+# Join gate: an admitted join at 10 active hunters, over bare Envoy sent the same
+# join requests (since 2026-12-07; over bare sent hot-path requests, as before, it
+# reads ~5.7k lower), measured 121.6k in this smoke's setting and 123.0k in make
+# bench-paths (2026-12-07), + 20 % → 148k; the goal (60k) is still missed.
+BENCH_JOIN_GATE ?= 148000
 # Scale gate (the issue's): the join at 3,000 active ≤ 1.3 × the join at 10 (1.0× measured).
 BENCH_SCALE_GATE ?= 130
 # Function gate: the module's largest function body in bytes (6.7 KB on 2026-12-04).

@@ -178,7 +178,8 @@ fn join_instructions(
         &Case {
             id: "bare-fleet".into(),
             filters: Filters::Bare,
-            traffic: None,
+            // Sent the joins' requests (`Traffic::own_baseline`).
+            traffic: Traffic::JoinAdmit.baseline_traffic(),
             scale,
             lease: None,
         },

@@ -105,7 +105,7 @@ fn expected_counter(traffic: Traffic) -> Option<&'static str> {
         Traffic::Hot => Some("wasmcustom.huntgate_session"),
         Traffic::JoinAdmit => Some("wasmcustom.huntgate_admitted"),
         Traffic::JoinReject => Some("wasmcustom.huntgate_rejected"),
-        Traffic::NonHunt => None,
+        Traffic::NonHunt | Traffic::NonHuntSkipped => None,
     }
 }
 
@@ -208,7 +208,9 @@ fn run_once(
     thread::sleep(Duration::from_millis(1500));
     envoy.settle(Duration::from_secs(60))?;
     let checks = std::env::var_os("BENCH_SKIP_CHECKS").is_none();
-    if let Some(counter) = case.traffic.and_then(expected_counter).filter(|_| checks) {
+    let filtered = !matches!(case.filters, Filters::Bare);
+    let expected = case.traffic.and_then(expected_counter);
+    if let Some(counter) = expected.filter(|_| checks && filtered) {
         let value = envoy.stat(counter)?;
         let prefilled = match case.traffic {
             Some(Traffic::JoinAdmit) => {

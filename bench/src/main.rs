@@ -102,11 +102,23 @@ impl SmokeGate {
         }
     }
 
+    /// The index in the smoke cases of bare Envoy sent this gate's requests
+    /// (hot-path-shaped, or joins).
+    fn baseline(self) -> usize {
+        match self {
+            SmokeGate::Hot => 0,
+            SmokeGate::Join | SmokeGate::JoinScale => 4,
+        }
+    }
+
     /// `Ok(message)` when it passes, `Err(message)` when not.
     fn check(self, per_request: &[Option<f64>]) -> std::result::Result<String, String> {
         let value = |i: usize| per_request.get(i).copied().flatten();
-        let Some(bare) = value(0) else {
-            return Err("bench-smoke: bare Envoy not measured".into());
+        let Some(bare) = value(self.baseline()) else {
+            return Err(format!(
+                "bench-smoke: bare Envoy (case {}) not measured",
+                self.baseline()
+            ));
         };
         let added = |i: usize| {
             value(i)
@@ -258,6 +270,7 @@ fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case
             Some(Traffic::JoinAdmit),
             at_scale,
         ));
+        main.push(bare_like(Traffic::JoinAdmit, base));
         return (main, Vec::new());
     }
     main.extend([
@@ -274,6 +287,12 @@ fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case
             base,
         ),
         case(
+            "non-hunt-skipped",
+            huntgate(wasm, 10_000_000, base),
+            Some(Traffic::NonHuntSkipped),
+            base,
+        ),
+        case(
             "empty-wasm",
             Filters::EmptyWasm(empty.to_path_buf()),
             None,
@@ -285,6 +304,9 @@ fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case
             None,
             base,
         ),
+        bare_like(Traffic::JoinAdmit, base),
+        bare_like(Traffic::NonHunt, base),
+        bare_like(Traffic::NonHuntSkipped, base),
     ]);
     let mut scale = Vec::new();
     for s in [
@@ -326,6 +348,17 @@ fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case
         ));
     }
     (main, scale)
+}
+
+/// Bare Envoy sent `traffic`'s requests: the case [`Traffic::own_baseline`] names.
+fn bare_like(traffic: Traffic, scale: Scale) -> Case {
+    Case {
+        id: traffic.own_baseline().unwrap_or("bare").to_string(),
+        filters: Filters::Bare,
+        traffic: traffic.baseline_traffic(),
+        scale,
+        lease: None,
+    }
 }
 
 fn copy_artifact(from: &Path, to: &Path) -> Result<PathBuf> {
@@ -749,7 +782,8 @@ fn join_scale() -> Result<()> {
         scale,
         lease: None,
     };
-    let mut cases = vec![case("bare".into(), Filters::Bare, None, small)];
+    // Bare Envoy sent joins: every case here is a join.
+    let mut cases = vec![bare_like(Traffic::JoinAdmit, small)];
     for scale in [small, large] {
         let tag = format!("{}x{}", scale.hunts, scale.hunters);
         cases.push(case(
@@ -941,7 +975,16 @@ fn main() -> Result<()> {
         match std::env::var("BENCH_CASES") {
             Ok(only) => {
                 let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
-                main_cases.retain(|c| c.id == "bare" || wanted.contains(&c.id.as_str()));
+                let baselines: Vec<&str> = main_cases
+                    .iter()
+                    .filter(|c| wanted.contains(&c.id.as_str()))
+                    .filter_map(|c| c.traffic.and_then(|t| t.own_baseline()))
+                    .collect();
+                main_cases.retain(|c| {
+                    c.id == "bare"
+                        || wanted.contains(&c.id.as_str())
+                        || baselines.contains(&c.id.as_str())
+                });
                 scale_cases.retain(|c| wanted.contains(&c.id.as_str()));
             }
             Err(_) => scale_cases.clear(),
@@ -1013,11 +1056,29 @@ fn main() -> Result<()> {
             }
         }
     }
+    // Each case over bare Envoy, or over the case its traffic names (bare Envoy
+    // sent the same requests).
+    let baseline = |case: &Case| {
+        let id = case.traffic.and_then(|t| t.own_baseline())?;
+        main_cases
+            .iter()
+            .zip(&main_results)
+            .find(|(c, _)| c.id == id && c.id != case.id)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .map(|r| (id, r.per_request))
+    };
     let case_values: Vec<Value> = main_cases
         .iter()
         .zip(&main_results)
         .chain(scale_cases.iter().zip(&scale_results))
-        .map(|(case, result)| case_json(result, case, bare))
+        .map(|(case, result)| match baseline(case) {
+            Some((id, count)) => {
+                let mut value = case_json(result, case, Some(count));
+                value["baseline"] = Value::from(id);
+                value
+            }
+            None => case_json(result, case, bare),
+        })
         .collect();
 
     if gate_only {

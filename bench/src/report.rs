@@ -148,7 +148,10 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
                 group(case["instructions_per_request"].as_f64().unwrap_or(0.0) as u32),
                 case["added_vs_bare"]
                     .as_f64()
-                    .map(|a| format!("{:+}", a.round() as i64))
+                    .map(|a| match case["baseline"].as_str() {
+                        Some(baseline) => format!("{:+} vs {baseline}", a.round() as i64),
+                        None => format!("{:+}", a.round() as i64),
+                    })
                     .unwrap_or_default(),
             ),
         };

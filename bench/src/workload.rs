@@ -54,6 +54,13 @@ pub fn group(n: u32) -> String {
     out
 }
 
+/// The case id of bare Envoy sent joins' requests.
+pub const BARE_JOIN: &str = "bare-join";
+/// The case id of bare Envoy sent [`Traffic::NonHunt`]'s requests.
+pub const BARE_NON_HUNT: &str = "bare-non-hunt";
+/// The case id of bare Envoy sent [`Traffic::NonHuntSkipped`]'s requests.
+pub const BARE_STATIC: &str = "bare-static";
+
 /// The measured requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
@@ -65,6 +72,9 @@ pub enum Traffic {
     JoinReject,
     /// Requests outside the hunt prefix.
     NonHunt,
+    /// Requests outside the hunt prefix on a route that skips the filter
+    /// (`envoy/bench/bench.yaml`'s `/static/` route, the quick start's pattern).
+    NonHuntSkipped,
 }
 
 impl Traffic {
@@ -75,6 +85,32 @@ impl Traffic {
             Traffic::JoinAdmit => "join admitted",
             Traffic::JoinReject => "join rejected",
             Traffic::NonHunt => "non-hunt request",
+            Traffic::NonHuntSkipped => "non-hunt request, route skips the filter",
+        }
+    }
+
+    /// The case whose count this traffic's "added" is taken over, when it is
+    /// not `bare` (which is sent hot-path-shaped requests): bare Envoy sent
+    /// requests of the same shape. A join or a request of no hunt carries no
+    /// ticket, and bare Envoy alone counts ~5.5k fewer instructions for such a
+    /// request than for a hot-path one, which an "added over `bare`" would
+    /// hide.
+    pub fn own_baseline(&self) -> Option<&'static str> {
+        match self {
+            Traffic::Hot => None,
+            Traffic::JoinAdmit | Traffic::JoinReject => Some(BARE_JOIN),
+            Traffic::NonHunt => Some(BARE_NON_HUNT),
+            Traffic::NonHuntSkipped => Some(BARE_STATIC),
+        }
+    }
+
+    /// The traffic bare Envoy is sent for [`Traffic::own_baseline`]'s case
+    /// (a join's shape for both joins: bare Envoy answers 200 to every one).
+    pub fn baseline_traffic(&self) -> Option<Traffic> {
+        match self {
+            Traffic::Hot => None,
+            Traffic::JoinAdmit | Traffic::JoinReject => Some(Traffic::JoinAdmit),
+            other => Some(*other),
         }
     }
 
@@ -110,7 +146,7 @@ impl Requests {
     /// The `i`-th request of `traffic`.
     pub fn measured(&self, traffic: Traffic, i: u32) -> Vec<u8> {
         let hunts = match traffic {
-            Traffic::Hot | Traffic::NonHunt => self.scale.hunts,
+            Traffic::Hot | Traffic::NonHunt | Traffic::NonHuntSkipped => self.scale.hunts,
             Traffic::JoinAdmit | Traffic::JoinReject => self.scale.active_hunts,
         }
         .max(1);
@@ -129,8 +165,12 @@ impl Requests {
                 &format!("/hunts/h{k}/join"),
                 &[(HUNTER_HEADER, &format!("n{i}"))],
             ),
-            Traffic::NonHunt => http::get(
-                "/assets/app.js",
+            Traffic::NonHunt | Traffic::NonHuntSkipped => http::get(
+                if traffic == Traffic::NonHunt {
+                    "/assets/app.js"
+                } else {
+                    "/static/app.js"
+                },
                 &[(
                     HUNTER_HEADER,
                     &format!("u{}", round % self.scale.hunters.max(1)),

@@ -102,6 +102,9 @@ struct Options {
     vm_env: String,
     /// The second endpoint of the `governor` cluster (None: the first again).
     second_governor_port: Option<u16>,
+    /// Routes before the catch-all one (each a route object of the route
+    /// configuration, e.g. [`skip_route`]'s).
+    routes_before: Vec<Value>,
 }
 
 impl Default for Options {
@@ -110,8 +113,41 @@ impl Default for Options {
             paths: PathHandling::TEST_DEFAULT,
             vm_env: "{}".to_string(),
             second_governor_port: None,
+            routes_before: Vec::new(),
         }
     }
+}
+
+/// The quick start's route that skips the filter (`envoy/envoy.yaml`: the one
+/// whose `typed_per_filter_config` disables `envoy.filters.http.wasm`), sending
+/// to the e2e `upstream` cluster instead of the quick start's. Read from the
+/// shipped file, so the tests prove the pattern users copy.
+pub fn skip_route() -> Value {
+    let path = envoy_template("envoy.yaml");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let config: Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    let mut routes = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let at = routes
+        .iter()
+        .position(|route| {
+            route["typed_per_filter_config"]["envoy.filters.http.wasm"]["disabled"] == true
+        })
+        .unwrap_or_else(|| panic!("{} has no route that skips the filter", path.display()));
+    let mut route = routes.swap_remove(at);
+    route["route"]["cluster"] = Value::from("upstream");
+    route
+}
+
+/// The `routes` of the e2e route configuration: `before`, then everything to `upstream`.
+fn routes_value(before: &[Value]) -> String {
+    let mut routes = before.to_vec();
+    routes.push(serde_json::json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}));
+    Value::Array(routes).to_string()
 }
 
 /// `environment_variables` with these `key_values`, as YAML flow mapping.
@@ -144,8 +180,20 @@ impl Envoy {
 
     /// Like [`Envoy::start`], with the listener's path handling set to `paths`.
     pub fn start_with_paths(plugin: &Value, upstream: &Upstream, paths: PathHandling) -> Self {
+        Self::start_with_routes(plugin, upstream, paths, Vec::new())
+    }
+
+    /// Like [`Envoy::start_with_paths`], with `routes_before` ahead of the
+    /// catch-all route (e.g. [`skip_route`]).
+    pub fn start_with_routes(
+        plugin: &Value,
+        upstream: &Upstream,
+        paths: PathHandling,
+        routes_before: Vec<Value>,
+    ) -> Self {
         let options = Options {
             paths,
+            routes_before,
             ..Options::default()
         };
         Self::start_ready_with(
@@ -472,6 +520,7 @@ impl Envoy {
                     .set("normalize_path", paths.normalize_path.to_string())
                     .set("merge_slashes", paths.merge_slashes.to_string())
                     .set("escaped_slashes", paths.escaped_slashes)
+                    .set("routes", routes_value(&options.routes_before))
                     .set("vm_env", options.vm_env.clone())
                     .set("wasm", yaml_string(&wasm.to_string_lossy()))
                     .set("plugin_config", yaml_string(&plugin.to_string())),

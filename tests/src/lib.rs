@@ -27,7 +27,7 @@ pub mod redis;
 pub mod template;
 pub mod upstream;
 
-pub use envoy::{Envoy, Exited, PathHandling, Reload};
+pub use envoy::{skip_route, Envoy, Exited, PathHandling, Reload};
 pub use governor::{Governor, Policies};
 pub use http::{h2_get, h2_get_bytes, raw_get, raw_request, Client, Connection, Response};
 pub use metrics::Metrics;
