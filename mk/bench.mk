@@ -22,6 +22,9 @@
 #   make bench-scale  only the scale points (join admitted/refused at 10 and 50,000 active,
 #                     BENCH_SCALE_ACTIVE; the sweeper's idle cost with 1 vs BENCH_SWEEPER_HUNTS
 #                     (1,000) listed hunts), printed
+#   make bench-crossings only the host calls and bytes per request of each path (hot,
+#                     non-hunt, asset route, joins at 10 and 50,000 active), counted by
+#                     Envoy's own trace of the Wasm boundary; printed (about 2 minutes)
 #   make bench-footprint only the footprint (module sizes, Envoy RSS bare and with
 #                     huntgate at 1 and 2 workers, RSS per hunter), printed as JSON
 #   make bench-control only the control-path items (policy edit → every worker, polling
@@ -39,7 +42,7 @@
 #                     about 8 minutes); bench-out/flood.{json,md}
 #   make soak         steady joins and expiries for SOAK_MINUTES (30) at SOAK_RATE (100)
 #                     joins/s: RSS per minute, the count back at zero; bench-out/soak.{json,md}
-.PHONY: bench bench-smoke bench-paths bench-load bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
+.PHONY: bench bench-smoke bench-paths bench-crossings bench-load bench-scale bench-footprint bench-fleet bench-control bench-build flood soak
 
 BENCH_BIN := target/release/huntgate-bench
 
@@ -91,6 +94,9 @@ bench-scale: tools wasm bench-build
 
 bench-footprint: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) footprint
+
+bench-crossings: tools wasm bench-build
+	$(WITH_TOOLS) $(BENCH_BIN) crossings
 
 flood: tools wasm bench-build
 	$(WITH_TOOLS) $(BENCH_BIN) flood

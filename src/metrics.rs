@@ -1,5 +1,9 @@
 //! The filter's Envoy stats: process-wide counters every worker increments,
 //! and per-hunt gauges only the sweeper worker records.
+//!
+//! A request makes no stats host call: the counters a request moves are added up per
+//! worker and added to Envoy's on the worker's next 1 s tick (and when the
+//! configuration they belong to is dropped), so they lag by at most a tick.
 
 use std::cell::Cell;
 
@@ -13,17 +17,17 @@ use crate::host::{self, MetricKind};
 /// Counter ids of one VM (ids are per VM; the stats behind them are per process).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    admitted: Option<u32>,
-    renewed: Option<u32>,
-    session: Option<u32>,
-    rejected: Option<u32>,
-    shadow_rejected: Option<u32>,
-    bad_request: Option<u32>,
-    untracked_hunt: Option<u32>,
-    ticket_invalid: Option<u32>,
-    store_error: Option<u32>,
+    admitted: Tallied,
+    renewed: Tallied,
+    session: Tallied,
+    rejected: Tallied,
+    shadow_rejected: Tallied,
+    bad_request: Tallied,
+    untracked_hunt: Tallied,
+    ticket_invalid: Tallied,
+    store_error: Tallied,
     expired: Option<u32>,
-    ended: Option<u32>,
+    ended: Tallied,
     tracked_hunts: Option<u32>,
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
@@ -31,20 +35,45 @@ pub struct Metrics {
     governor_up: Option<u32>,
     document_age_ms: Option<u32>,
     lease_age_ms: Option<u32>,
-    queued: Option<u32>,
-    queue_waiting: Option<u32>,
-    dequeued: Option<u32>,
-    abandoned: Option<u32>,
-    queue_expired: Option<u32>,
+    queued: Tallied,
+    queue_waiting: Tallied,
+    dequeued: Tallied,
+    abandoned: Tallied,
+    queue_expired: Tallied,
     fleet_ends_recorded: Option<u32>,
     fleet_ends_dropped: Option<u32>,
     ends_unshared: Option<u32>,
     hunt_gauges: HashMap<String, HuntIds>,
     /// Whether some `HuntIds::recorded` may be set (skips the reset walk otherwise).
     gauges_recorded: bool,
-    /// Hot-path (`session`) requests not yet added to the counter: the hot path
-    /// makes no stats host call; [`Metrics::flush`] adds them on every tick.
-    pending_sessions: Cell<i64>,
+}
+
+/// A counter that requests move: its increments are added up in the worker and
+/// added to the stat by [`Tallied::flush`] (one host call per tick, not per request).
+#[derive(Debug, Default)]
+struct Tallied {
+    id: Option<u32>,
+    pending: Cell<i64>,
+}
+
+impl Tallied {
+    fn define(name: &str) -> Self {
+        Self {
+            id: define(MetricKind::Counter, name),
+            pending: Cell::new(0),
+        }
+    }
+
+    fn add(&self, delta: i64) {
+        self.pending.set(self.pending.get().saturating_add(delta));
+    }
+
+    fn flush(&self) {
+        let pending = self.pending.replace(0);
+        if pending > 0 {
+            bump(self.id, pending);
+        }
+    }
 }
 
 /// One hunt's gauge ids: active, limit, and (for a hunt with a waiting room)
@@ -87,17 +116,17 @@ impl Metrics {
     pub fn define() -> Self {
         use MetricKind::{Counter, Gauge};
         Self {
-            admitted: define(Counter, "huntgate_admitted"),
-            renewed: define(Counter, "huntgate_renewed"),
-            session: define(Counter, "huntgate_session"),
-            rejected: define(Counter, "huntgate_rejected"),
-            shadow_rejected: define(Counter, "huntgate_shadow_rejected"),
-            bad_request: define(Counter, "huntgate_bad_request"),
-            untracked_hunt: define(Counter, "huntgate_untracked_hunt"),
-            ticket_invalid: define(Counter, "huntgate_ticket_invalid"),
-            store_error: define(Counter, "huntgate_store_error"),
+            admitted: Tallied::define("huntgate_admitted"),
+            renewed: Tallied::define("huntgate_renewed"),
+            session: Tallied::define("huntgate_session"),
+            rejected: Tallied::define("huntgate_rejected"),
+            shadow_rejected: Tallied::define("huntgate_shadow_rejected"),
+            bad_request: Tallied::define("huntgate_bad_request"),
+            untracked_hunt: Tallied::define("huntgate_untracked_hunt"),
+            ticket_invalid: Tallied::define("huntgate_ticket_invalid"),
+            store_error: Tallied::define("huntgate_store_error"),
             expired: define(Counter, "huntgate_expired"),
-            ended: define(Counter, "huntgate_session_ended"),
+            ended: Tallied::define("huntgate_session_ended"),
             tracked_hunts: define(Gauge, "huntgate_tracked_hunts"),
             fetch_ok: define(Counter, "huntgate_governor_fetch_ok"),
             fetch_failed: define(Counter, "huntgate_governor_fetch_failed"),
@@ -105,49 +134,46 @@ impl Metrics {
             governor_up: define(Gauge, "huntgate_governor_up"),
             lease_age_ms: define(Gauge, "huntgate_governor_lease_age_ms"),
             document_age_ms: define(Gauge, "huntgate_governor_document_age_ms"),
-            queued: define(Counter, "huntgate_queued"),
-            queue_waiting: define(Counter, "huntgate_queue_waiting"),
-            dequeued: define(Counter, "huntgate_dequeued"),
-            abandoned: define(Counter, "huntgate_queue_abandoned"),
-            queue_expired: define(Counter, "huntgate_queue_expired"),
+            queued: Tallied::define("huntgate_queued"),
+            queue_waiting: Tallied::define("huntgate_queue_waiting"),
+            dequeued: Tallied::define("huntgate_dequeued"),
+            abandoned: Tallied::define("huntgate_queue_abandoned"),
+            queue_expired: Tallied::define("huntgate_queue_expired"),
             fleet_ends_recorded: define(Counter, "huntgate_fleet_ends_recorded"),
             fleet_ends_dropped: define(Counter, "huntgate_fleet_ends_dropped"),
             ends_unshared: define(Gauge, "huntgate_ends_unshared"),
             hunt_gauges: HashMap::new(),
             gauges_recorded: false,
-            pending_sessions: Cell::new(0),
         }
     }
 
-    /// Counts one request's outcome.
+    /// Counts one request's outcome (added to the stats on the next tick).
     pub fn record(&self, effects: &Effects) {
-        let id = match effects.event {
+        let counter = match effects.event {
             Event::NotHunt => None,
-            Event::Session => {
-                self.pending_sessions
-                    .set(self.pending_sessions.get().saturating_add(1));
-                None
-            }
-            Event::Renewed => self.renewed,
-            Event::Admitted => self.admitted,
-            Event::Rejected => self.rejected,
-            Event::ShadowRejected => self.shadow_rejected,
-            Event::BadRequest => self.bad_request,
-            Event::Untracked => self.untracked_hunt,
-            Event::StoreFailed => self.store_error,
-            Event::Left => self.ended,
-            Event::Queued => self.queue_waiting,
+            Event::Session => Some(&self.session),
+            Event::Renewed => Some(&self.renewed),
+            Event::Admitted => Some(&self.admitted),
+            Event::Rejected => Some(&self.rejected),
+            Event::ShadowRejected => Some(&self.shadow_rejected),
+            Event::BadRequest => Some(&self.bad_request),
+            Event::Untracked => Some(&self.untracked_hunt),
+            Event::StoreFailed => Some(&self.store_error),
+            Event::Left => Some(&self.ended),
+            Event::Queued => Some(&self.queue_waiting),
         };
-        bump(id, 1);
+        if let Some(counter) = counter {
+            counter.add(1);
+        }
         if effects.ticket_refused.is_some() {
-            bump(self.ticket_invalid, 1);
+            self.ticket_invalid.add(1);
         }
         let queue = &effects.queue;
         if queue.queued > 0 {
-            bump(self.queued, i64::from(queue.queued));
+            self.queued.add(i64::from(queue.queued));
         }
         if queue.dequeued > 0 {
-            bump(self.dequeued, i64::from(queue.dequeued));
+            self.dequeued.add(i64::from(queue.dequeued));
         }
         self.dropped(queue.dropped);
     }
@@ -155,30 +181,45 @@ impl Metrics {
     /// Counts waiting-room places dropped (by a join or the sweeper).
     pub fn dropped(&self, dropped: Dropped) {
         if dropped.abandoned > 0 {
-            bump(self.abandoned, i64::from(dropped.abandoned));
+            self.abandoned.add(i64::from(dropped.abandoned));
         }
         if dropped.expired > 0 {
-            bump(self.queue_expired, i64::from(dropped.expired));
+            self.queue_expired.add(i64::from(dropped.expired));
         }
     }
 
-    /// Adds the hot-path requests counted since the last flush (run on every tick,
-    /// so `huntgate_session` lags by at most one tick).
+    /// Adds what requests counted since the last flush to the stats (run at the end
+    /// of every tick, and when the configuration is dropped).
     pub fn flush(&self) {
-        let pending = self.pending_sessions.replace(0);
-        if pending > 0 {
-            bump(self.session, pending);
+        for counter in [
+            &self.admitted,
+            &self.renewed,
+            &self.session,
+            &self.rejected,
+            &self.shadow_rejected,
+            &self.bad_request,
+            &self.untracked_hunt,
+            &self.ticket_invalid,
+            &self.store_error,
+            &self.ended,
+            &self.queued,
+            &self.queue_waiting,
+            &self.dequeued,
+            &self.abandoned,
+            &self.queue_expired,
+        ] {
+            counter.flush();
         }
     }
 
     /// Counts a session ended by the upstream's header.
     pub fn session_ended(&self) {
-        bump(self.ended, 1);
+        self.ended.add(1);
     }
 
     /// Counts a host failure outside the engine.
     pub fn host_error(&self) {
-        bump(self.store_error, 1);
+        self.store_error.add(1);
     }
 
     /// Counts the fleet ends a lease answer brought: recorded, and left out
@@ -304,5 +345,12 @@ impl Metrics {
         for ids in self.hunt_gauges.values_mut() {
             ids.recorded = None;
         }
+    }
+}
+
+impl Drop for Metrics {
+    /// A configuration replaced, or a VM stopping, still adds what it counted.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -318,11 +318,11 @@ impl HuntgateRoot {
         ) else {
             return;
         };
-        metrics.flush();
         let now = match host::now_ms() {
             Ok(now) => now,
             Err(e) => {
                 host::log(Level::Warn, &format!("tick: {e}"));
+                metrics.flush();
                 return;
             }
         };
@@ -346,6 +346,7 @@ impl HuntgateRoot {
                 host::log(Level::Warn, &format!("sweep failed: {e}"));
             }
         }
+        metrics.flush();
         if let Some(error) = worker.throttle_error() {
             host::log(Level::Warn, &format!("throttle document refused: {error}"));
         }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::workload::Scale;
+
 /// Secret the bench's huntgate configs sign tickets with (the client mints tickets with it too).
 pub const TICKET_SECRET: &str = "bench-secret-0123456789abcdef";
 
@@ -111,6 +113,24 @@ impl Filters {
             })
             .collect();
         format!("[{}]", actions.join(", "))
+    }
+}
+
+/// huntgate as the instruction counts run it for `scale`: `max_hunters` per hunt,
+/// slots for every hunt, and the hunts beyond the active ones listed (registered
+/// at configure time, as a hunt with no hunters yet would be).
+pub fn huntgate(wasm: &Path, max_hunters: u32, scale: Scale) -> Filters {
+    let listed = if scale.hunts > scale.active_hunts {
+        scale.hunts
+    } else {
+        0
+    };
+    Filters::Huntgate {
+        wasm: wasm.to_path_buf(),
+        max_hunters,
+        max_tracked_hunts: scale.hunts.max(1024),
+        listed_hunts: listed,
+        feed: None,
     }
 }
 

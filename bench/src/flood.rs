@@ -120,7 +120,10 @@ fn h2load(args: &[String]) -> Result<Value> {
     parse_h2load(&text)
 }
 
+/// The filter's counters, read once every worker has ticked since the last request
+/// (requests are counted per worker and added to the stats on its 1 s tick).
 fn counters(envoy: &Envoy) -> Result<Value> {
+    thread::sleep(Duration::from_millis(1_500));
     let mut out = serde_json::Map::new();
     for name in [
         "wasmcustom.huntgate_admitted",

@@ -4,6 +4,7 @@
 
 pub mod burst;
 pub mod control;
+pub mod crossings;
 pub mod envoy;
 pub mod filters;
 pub mod fleet;

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use huntgate_bench::filters::Filters;
+use huntgate_bench::filters::{huntgate, Filters};
 use huntgate_bench::fleet::step;
 use huntgate_bench::instr::{self, Case, CaseResult};
 use huntgate_bench::load::{self, LoadSettings};
 use huntgate_bench::report::{self, kilo, Goal};
 use huntgate_bench::workload::{Scale, Traffic};
-use huntgate_bench::{control, fleet, footprint, pollers};
+use huntgate_bench::{control, crossings, fleet, footprint, pollers};
 use serde_json::{json, Value};
 
 /// Hot-path added instructions goal (issue 12; issue 5's was 35k), and the smoke
@@ -215,21 +215,6 @@ fn settings(smoke: bool) -> Settings {
 
 /// huntgate for `scale`: hunts without hunters are listed in the config, so they
 /// are registered (tracked) as in a process that has seen them.
-fn huntgate(wasm: &Path, max_hunters: u32, scale: Scale) -> Filters {
-    let listed = if scale.hunts > scale.active_hunts {
-        scale.hunts
-    } else {
-        0
-    };
-    Filters::Huntgate {
-        wasm: wasm.to_path_buf(),
-        max_hunters,
-        max_tracked_hunts: scale.hunts.max(1024),
-        listed_hunts: listed,
-        feed: None,
-    }
-}
-
 fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case>) {
     let base = Scale {
         hunts: 1,
@@ -867,6 +852,18 @@ fn footprint_only() -> Result<()> {
     Ok(())
 }
 
+/// `huntgate-bench crossings`: host calls and bytes per request of each path
+/// (Envoy's own trace of the Wasm boundary), printed as a table and JSON.
+fn crossings_only() -> Result<()> {
+    let Scratch {
+        root, dir, wasm, ..
+    } = Scratch::prepare("crossings")?;
+    let result = crossings::measure(&root, &dir, &wasm)?;
+    println!("{}", crossings::markdown(&result));
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
 /// `flood` (BENCH_FLOOD_N requests per phase, default 1,000,000) or `soak`
 /// (SOAK_MINUTES, default 30, at SOAK_RATE joins/s, default 100): writes
 /// bench-out/<mode>.json and .md.
@@ -934,6 +931,9 @@ fn main() -> Result<()> {
     if mode == "load" {
         return load_only();
     }
+    if mode == "crossings" {
+        return crossings_only();
+    }
     if mode == "flood" || mode == "soak" {
         return flood_or_soak(&mode);
     }
@@ -943,7 +943,7 @@ fn main() -> Result<()> {
         "gate" => (true, true),
         "paths" => (false, true),
         other => {
-            bail!("usage: huntgate-bench [full|smoke|gate|paths|load|control|redis|fleet|scale|sweeper|footprint|flood|soak] (got {other:?})")
+            bail!("usage: huntgate-bench [full|smoke|gate|paths|crossings|load|control|redis|fleet|scale|sweeper|footprint|flood|soak] (got {other:?})")
         }
     };
     let started = Instant::now();
@@ -1118,6 +1118,13 @@ fn main() -> Result<()> {
     } else {
         fleet::measure(&root, &dir, &wasm, &fleet_settings(), "", &mut timings)
     };
+    let host_calls = if smoke {
+        Value::Null
+    } else {
+        step("host calls per request", &mut timings, || {
+            crossings::measure(&root, &dir, &wasm)
+        })
+    };
     let load = step("throughput and latency", &mut timings, || {
         load::measure(&root, &dir, &wasm, &empty, settings.load)
     });
@@ -1136,6 +1143,7 @@ fn main() -> Result<()> {
         "footprint": footprint,
         "governor": governor,
         "fleet": fleet_results,
+        "host_calls": host_calls,
         "load": load,
     });
     let goals = goals(&results);
@@ -1162,7 +1170,7 @@ fn main() -> Result<()> {
         .flatten()
         .filter_map(|c| c["error"].as_str().map(|e| format!("{}: {e}", c["id"])))
         .chain(
-            ["control", "footprint", "governor", "load"]
+            ["control", "footprint", "governor", "host_calls", "load"]
                 .iter()
                 .filter(|k| !results[**k]["error"].is_null())
                 .map(|k| format!("{k}: {}", results[*k]["error"])),

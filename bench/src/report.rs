@@ -162,6 +162,17 @@ pub fn render(results: &Value, goals: &[Goal]) -> (String, String) {
         let _ = writeln!(md, "| {filters} | {traffic} | {state} | {per} | {added} |");
     }
     let _ = writeln!(md);
+    if let Some(calls) = results
+        .get("host_calls")
+        .filter(|c| c.get("paths").is_some())
+    {
+        let table = crate::crossings::markdown(calls);
+        let _ = writeln!(
+            text,
+            "\nHost calls and bytes per request (Envoy's trace of the Wasm boundary)\n{table}"
+        );
+        let _ = writeln!(md, "Host calls and bytes per request (Envoy's trace of the Wasm boundary, {} requests per path):\n\n{table}", calls["requests"]);
+    }
     if let Some(load) = results.get("load").filter(|l| !l.is_null()) {
         let _ = writeln!(
             text,

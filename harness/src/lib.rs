@@ -12,7 +12,9 @@
 //! - [`redis`]: a real `redis-server` on a loopback port;
 //! - [`tansu`]: a real tansu Kafka broker on a loopback port, killed and restarted at will;
 //! - [`envoy`]: the Envoy binary, its command line, and readiness;
-//! - [`governor`]: the governor binary, its policy directory, `serve`, and readiness.
+//! - [`governor`]: the governor binary, its policy directory, `serve`, and readiness;
+//! - [`wasm_trace`]: every call across the Wasm boundary, read from Envoy's `wasm:trace`
+//!   log: calls into the module, host calls and bytes per request.
 //!
 //! Dev only: no product binary depends on it.
 
@@ -27,3 +29,4 @@ pub mod process;
 pub mod redis;
 pub mod tansu;
 pub mod tools;
+pub mod wasm_trace;

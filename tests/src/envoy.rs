@@ -12,6 +12,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use huntgate_harness::wasm_trace::{self, Tally};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -304,6 +305,37 @@ impl Envoy {
     /// Envoy's log so far (stdout and stderr).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Turns on Envoy's trace of every call across the Wasm boundary (admin
+    /// `POST /logging?wasm=trace`); returns where the log stands, for
+    /// [`Envoy::traced_requests`].
+    pub fn trace_wasm(&self) -> u64 {
+        let admin = self.admin.expect("Envoy admin address is known once ready");
+        let response = Connection::open(admin).request("POST", wasm_trace::TRACE_ON, &[]);
+        assert_eq!(
+            response.status,
+            200,
+            "{}: {}",
+            wasm_trace::TRACE_ON,
+            response.summary()
+        );
+        fs::metadata(self.dir.join("envoy.log")).map_or(0, |m| m.len())
+    }
+
+    /// What each of the first `n` streams traced after `offset` cost at the Wasm
+    /// boundary, in the order Envoy created them; waits until all `n` are closed.
+    pub fn traced_requests(&self, offset: u64, n: usize) -> Vec<Tally> {
+        poll_until(
+            &format!("{n} traced requests in the log"),
+            Duration::from_secs(10),
+            || {
+                let mut tallies =
+                    wasm_trace::tallies_since(&self.dir.join("envoy.log"), offset).ok()?;
+                tallies.truncate(n);
+                (tallies.len() == n && tallies.iter().all(|t| t.closed)).then_some(tallies)
+            },
+        )
     }
 
     /// The parsed `/stats/prometheus` output.

@@ -13,6 +13,7 @@ mod config;
 mod fleet;
 mod fleet_replicas;
 mod governor;
+mod host_calls;
 mod hostile;
 mod install;
 mod istio;
