@@ -24,7 +24,7 @@
 #                     (1,000) listed hunts), printed
 #   make bench-crossings only the host calls and bytes per request of each path (hot,
 #                     non-hunt, asset route, joins at 10 and 50,000 active), counted by
-#                     Envoy's own trace of the Wasm boundary; printed (about 2 minutes)
+#                     Envoy's own trace of the Wasm boundary; printed (about 1 minute)
 #   make bench-footprint only the footprint (module sizes, Envoy RSS bare and with
 #                     huntgate at 1 and 2 workers, RSS per hunter), printed as JSON
 #   make bench-control only the control-path items (policy edit → every worker, polling

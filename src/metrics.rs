@@ -68,10 +68,14 @@ impl Tallied {
         self.pending.set(self.pending.get().saturating_add(delta));
     }
 
+    /// Adds the pending count to the stat; a failed host call keeps it pending
+    /// for the next flush (nothing counted is dropped).
     fn flush(&self) {
-        let pending = self.pending.replace(0);
-        if pending > 0 {
-            bump(self.id, pending);
+        let (Some(id), pending) = (self.id, self.pending.get()) else {
+            return;
+        };
+        if pending > 0 && host::increment_metric(id, pending).is_ok() {
+            self.pending.set(0);
         }
     }
 }
@@ -100,7 +104,8 @@ fn define(kind: MetricKind, name: &str) -> Option<u32> {
 
 fn bump(id: Option<u32>, delta: i64) {
     if let Some(id) = id {
-        // A failed increment only loses a sample; nothing to recover.
+        // A failed increment only loses this sample (the counters requests move
+        // go through `Tallied`, which keeps theirs).
         let _ = host::increment_metric(id, delta);
     }
 }
@@ -349,7 +354,8 @@ impl Metrics {
 }
 
 impl Drop for Metrics {
-    /// A configuration replaced, or a VM stopping, still adds what it counted.
+    /// A configuration replaced (its root or last stream context deleted) still
+    /// adds what it counted.
     fn drop(&mut self) {
         self.flush();
     }

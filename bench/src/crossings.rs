@@ -119,6 +119,12 @@ fn count(root: &Path, dir: &Path, wasm: &Path, path: &CountedPath) -> Result<Vec
     drop(connection);
     envoy.stop()?;
     let tallies = wasm_trace::tallies_since(&log_path, offset)?;
+    if let Some(open) = tallies.iter().position(|t| !t.closed) {
+        bail!(
+            "{name}: stream {open} was not deleted before Envoy stopped (see {})",
+            log_path.display()
+        );
+    }
     // A route that skips the filter may create no context at all.
     let skipped = path.traffic == Traffic::NonHuntSkipped && tallies.is_empty();
     if !skipped && tallies.len() != REQUESTS as usize {

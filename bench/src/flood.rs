@@ -120,10 +120,9 @@ fn h2load(args: &[String]) -> Result<Value> {
     parse_h2load(&text)
 }
 
-/// The filter's counters, read once every worker has ticked since the last request
-/// (requests are counted per worker and added to the stats on its 1 s tick).
+/// The filter's counters as the stats show them (what requests counted reaches
+/// them on each worker's next 1 s tick: see [`settled_counters`]).
 fn counters(envoy: &Envoy) -> Result<Value> {
-    thread::sleep(Duration::from_millis(1_500));
     let mut out = serde_json::Map::new();
     for name in [
         "wasmcustom.huntgate_admitted",
@@ -137,6 +136,12 @@ fn counters(envoy: &Envoy) -> Result<Value> {
         out.insert(short.to_owned(), json!(envoy.stat(name)?));
     }
     Ok(Value::Object(out))
+}
+
+/// [`counters`] once every worker has ticked since the last request.
+fn settled_counters(envoy: &Envoy) -> Result<Value> {
+    thread::sleep(Duration::from_millis(1_500));
+    counters(envoy)
 }
 
 /// The flood: `n` distinct hunt ids, then `n` distinct hunters into one hunt.
@@ -188,7 +193,7 @@ pub fn flood(root: &Path, dir: &Path, wasm: &Path, n: u64) -> Result<Value> {
     }
     let hunts_s = started.elapsed().as_secs();
     let after_hunts = rss_bytes(pid)?;
-    let after_hunts_counters = counters(&envoy)?;
+    let after_hunts_counters = settled_counters(&envoy)?;
     // The junk's sessions expire (its slots free) before the second phase.
     thread::sleep(Duration::from_secs(SESSION_TTL_S + 3));
     let one = dir.join("flood-hunters.txt");
@@ -197,7 +202,7 @@ pub fn flood(root: &Path, dir: &Path, wasm: &Path, n: u64) -> Result<Value> {
     let hunters = h2load(&args(&one, n, 16))?;
     let hunters_s = started.elapsed().as_secs();
     let after_hunters = rss_bytes(pid)?;
-    let end_counters = counters(&envoy)?;
+    let end_counters = settled_counters(&envoy)?;
     envoy.stop()?;
     for file in parts {
         let _ = fs::remove_file(file);

@@ -204,7 +204,7 @@ fn run_once(
     }
     drop(connection);
     // Idle until background compilation is done, and past a tick (the filter
-    // adds hot-path requests to its counter on its tick).
+    // adds what requests counted to its counters on its tick).
     thread::sleep(Duration::from_millis(1500));
     envoy.settle(Duration::from_secs(60))?;
     let checks = std::env::var_os("BENCH_SKIP_CHECKS").is_none();

@@ -213,8 +213,6 @@ fn settings(smoke: bool) -> Settings {
     }
 }
 
-/// huntgate for `scale`: hunts without hunters are listed in the config, so they
-/// are registered (tracked) as in a process that has seen them.
 fn cases(settings: &Settings, wasm: &Path, empty: &Path) -> (Vec<Case>, Vec<Case>) {
     let base = Scale {
         hunts: 1,

@@ -105,7 +105,13 @@ fn crossing(line: &str) -> Option<(&str, Crossing)> {
             rest.get(name_end..)
                 .and_then(|a| a.strip_prefix('('))
                 .and_then(|a| a.strip_suffix(')'))
-                .map(|a| a.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                // A value that is not a u64 (none of the calls counted here
+                // logs one) reads as 0, so the positions of the others hold.
+                .map(|a| {
+                    a.split(',')
+                        .map(|n| n.trim().parse().unwrap_or(0))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let parsed = match kind {
@@ -126,8 +132,9 @@ struct Open {
     host_call: Option<HostCall>,
 }
 
-/// The callbacks of `log` (Envoy's log text), in the order they returned.
-/// A callback still open at the end of the text is left out.
+/// The callbacks of `log` (Envoy's log text), in the order they returned. A
+/// callback that never returned (a trap) is kept, ending where the thread's next
+/// callback starts; one still open at the end of the text is left out.
 pub fn callbacks(log: &str) -> Vec<Callback> {
     let mut open: BTreeMap<String, Open> = BTreeMap::new();
     let mut done = Vec::new();
@@ -143,6 +150,12 @@ pub fn callbacks(log: &str) -> Vec<Callback> {
                 }
             }
             Crossing::IntoVm(name, args) => {
+                // A callback that never returned (the module trapped) is kept,
+                // with what it did until then.
+                if let Some(mut unfinished) = state.callback.take() {
+                    unfinished.calls.extend(state.host_call.take());
+                    done.push(unfinished);
+                }
                 state.host_call = None;
                 state.callback = Some(Callback {
                     thread: thread.to_string(),
@@ -160,6 +173,11 @@ pub fn callbacks(log: &str) -> Vec<Callback> {
                 state.host_call = None;
             }
             Crossing::ToHost(name, args) => {
+                if let (Some(unfinished), Some(callback)) =
+                    (state.host_call.take(), state.callback.as_mut())
+                {
+                    callback.calls.push(unfinished);
+                }
                 state.host_call = Some(HostCall {
                     name,
                     args,
@@ -384,6 +402,22 @@ mod tests {
         assert_eq!((tally.shared_reads, tally.shared_bytes_in), (1, 0));
         assert_eq!(tally.allocations, 0);
         assert!(!tally.closed, "no proxy_on_delete yet");
+    }
+
+    #[test]
+    fn a_callback_that_never_returned_is_kept_with_its_host_calls() {
+        let log = [
+            line(3, "[host->vm] proxy_on_request_headers(5, 4, 1)"),
+            line(3, "[vm->host] env.proxy_get_header_map_pairs(0, 1, 2)"),
+            // The module trapped: no return lines; Envoy goes on with the stream.
+            line(3, "[host->vm] proxy_on_delete(5)"),
+            line(3, "[host<-vm] proxy_on_delete return: void"),
+        ]
+        .concat();
+        let callbacks = callbacks(&log);
+        assert_eq!(callbacks.len(), 2);
+        assert_eq!(callbacks[0].name, "proxy_on_request_headers");
+        assert_eq!(callbacks[0].calls.len(), 1);
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn hunts_past_max_tracked_pass_when_configured() {
     );
     poll_until(
         "untracked_hunt counter to reach 1",
-        Duration::from_secs(3),
+        Duration::from_secs(30),
         || (envoy.metrics().get(UNTRACKED_HUNT, &[]) == Some(1.0)).then_some(()),
     );
 }

@@ -33,7 +33,7 @@ fn shadow_mode_never_rejects_and_counts_would_rejects() {
     assert_eq!(upstream.count(), 5);
     poll_until(
         "shadow_rejected counter to reach 3",
-        Duration::from_secs(3),
+        Duration::from_secs(30),
         || (envoy.metrics().get(SHADOW_REJECTED, &[]) == Some(3.0)).then_some(()),
     );
 }
