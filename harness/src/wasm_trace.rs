@@ -132,6 +132,22 @@ struct Open {
     host_call: Option<HostCall>,
 }
 
+impl Open {
+    /// Files the open host call (returned, or never returned) under the callback.
+    fn end_host_call(&mut self) {
+        if let (Some(call), Some(callback)) = (self.host_call.take(), self.callback.as_mut()) {
+            callback.calls.push(call);
+        }
+    }
+
+    /// Ends the open callback (returned, or never returned: a trap), with its calls.
+    fn end_callback(&mut self) -> Option<Callback> {
+        self.end_host_call();
+        self.host_call = None;
+        self.callback.take()
+    }
+}
+
 /// The callbacks of `log` (Envoy's log text), in the order they returned. A
 /// callback that never returned (a trap) is kept, ending where the thread's next
 /// callback starts; one still open at the end of the text is left out.
@@ -152,11 +168,7 @@ pub fn callbacks(log: &str) -> Vec<Callback> {
             Crossing::IntoVm(name, args) => {
                 // A callback that never returned (the module trapped) is kept,
                 // with what it did until then.
-                if let Some(mut unfinished) = state.callback.take() {
-                    unfinished.calls.extend(state.host_call.take());
-                    done.push(unfinished);
-                }
-                state.host_call = None;
+                done.extend(state.end_callback());
                 state.callback = Some(Callback {
                     thread: thread.to_string(),
                     name,
@@ -166,31 +178,16 @@ pub fn callbacks(log: &str) -> Vec<Callback> {
                 });
             }
             Crossing::OutOfVm(name) if name == ALLOCATE => {}
-            Crossing::OutOfVm(_) => {
-                if let Some(callback) = state.callback.take() {
-                    done.push(callback);
-                }
-                state.host_call = None;
-            }
+            Crossing::OutOfVm(_) => done.extend(state.end_callback()),
             Crossing::ToHost(name, args) => {
-                if let (Some(unfinished), Some(callback)) =
-                    (state.host_call.take(), state.callback.as_mut())
-                {
-                    callback.calls.push(unfinished);
-                }
+                state.end_host_call();
                 state.host_call = Some(HostCall {
                     name,
                     args,
                     allocated: Vec::new(),
                 });
             }
-            Crossing::BackFromHost => {
-                if let (Some(call), Some(callback)) =
-                    (state.host_call.take(), state.callback.as_mut())
-                {
-                    callback.calls.push(call);
-                }
-            }
+            Crossing::BackFromHost => state.end_host_call(),
         }
     }
     done

@@ -328,7 +328,7 @@ impl Envoy {
     pub fn traced_requests(&self, offset: u64, n: usize) -> Vec<Tally> {
         poll_until(
             &format!("{n} traced requests in the log"),
-            Duration::from_secs(10),
+            START_TIMEOUT,
             || {
                 let mut tallies =
                     wasm_trace::tallies_since(&self.dir.join("envoy.log"), offset).ok()?;

@@ -10,12 +10,10 @@ use huntgate_e2e::{skip_route, Connection, Envoy, PathHandling, Upstream};
 use huntgate_harness::wasm_trace::Tally;
 use serde_json::json;
 
+use crate::join_on;
+
 fn calls(names: &[(&str, u64)]) -> BTreeMap<String, u64> {
     names.iter().map(|(n, k)| (n.to_string(), *k)).collect()
-}
-
-fn join(connection: &mut Connection, hunter: &str) -> huntgate_e2e::Response {
-    connection.get("/hunts/h1/join", &[(HUNTER_HEADER, hunter)])
 }
 
 #[test]
@@ -31,10 +29,10 @@ fn each_path_makes_only_the_host_calls_the_readme_states() {
     // One connection: one worker, whose caches (the hunt's slot, the verified
     // ticket) the measured requests meet warm, as a playing hunter's do.
     let mut connection = Connection::open(envoy.addr());
-    let alice = join(&mut connection, "alice");
+    let alice = join_on(&mut connection, "h1", "alice");
     assert_eq!(alice.status, 200, "{}", alice.summary());
     let ticket = alice.ticket().expect("alice's ticket");
-    assert_eq!(join(&mut connection, "bob").status, 200);
+    assert_eq!(join_on(&mut connection, "h1", "bob").status, 200);
     let play = |connection: &mut Connection| {
         connection.get(
             "/hunts/h1/play",
@@ -48,8 +46,8 @@ fn each_path_makes_only_the_host_calls_the_readme_states() {
         play(&mut connection).status,
         connection.get("/about", &[]).status,
         connection.get("/assets/app.js", &[]).status,
-        join(&mut connection, "carol").status,
-        join(&mut connection, "dave").status,
+        join_on(&mut connection, "h1", "carol").status,
+        join_on(&mut connection, "h1", "dave").status,
     ];
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
     // The asset route never enters the VM: four streams for five requests.

@@ -29,7 +29,7 @@ mod tickets;
 mod waiting_room;
 
 use huntgate_e2e::plugin::{DECISION_HEADER, HUNTER_HEADER, RETRY_AFTER_S, TICKET_HEADER};
-use huntgate_e2e::{Client, Response};
+use huntgate_e2e::{Client, Connection, Response};
 
 /// A hunter id, distinct per `i`.
 pub fn hunter(i: usize) -> String {
@@ -44,6 +44,11 @@ pub fn join_path(hunt: &str) -> String {
 /// A join of `hunt` by `hunter` without a ticket.
 pub fn join(client: &Client, hunt: &str, hunter: &str) -> Response {
     client.get(&join_path(hunt), &[(HUNTER_HEADER, hunter)])
+}
+
+/// [`join`] on one connection (so on one worker).
+pub fn join_on(connection: &mut Connection, hunt: &str, hunter: &str) -> Response {
+    connection.get(&join_path(hunt), &[(HUNTER_HEADER, hunter)])
 }
 
 /// Asserts that `hunter`'s request to `hunt` with `ticket` passes as a

@@ -16,7 +16,7 @@ use huntgate_e2e::{Connection, Envoy, Governor, Metrics, Policies, Response, Ups
 use serde_json::json;
 
 use crate::fleet::{plugin_config, DEFAULTS};
-use crate::{assert_admitted, assert_hunt_full, assert_passed, join_path};
+use crate::{assert_admitted, assert_hunt_full, assert_passed, join_on};
 
 /// Connections held open; Envoy spreads them over its workers.
 const CONNECTIONS: usize = 8;
@@ -49,10 +49,6 @@ fn play(connection: &mut Connection, hunt: &str, hunter: &str, ticket: Option<&s
         headers.push((TICKET_HEADER, ticket));
     }
     connection.get(&format!("/hunts/{hunt}/move"), &headers)
-}
-
-fn join(connection: &mut Connection, hunt: &str, hunter: &str) -> Response {
-    connection.get(&join_path(hunt), &[(HUNTER_HEADER, hunter)])
 }
 
 fn leave(connection: &mut Connection, hunt: &str, hunter: &str, ticket: &str) -> Response {
@@ -110,11 +106,11 @@ fn the_upstream_header_ends_the_session_frees_the_slot_and_is_stripped() {
     let envoy = Envoy::start(&config, &upstream);
     let mut workers = Workers::open(&envoy);
 
-    let ticket = assert_admitted(&join(workers.first(), HUNT, "alice"), HUNT, TTL_S);
+    let ticket = assert_admitted(&join_on(workers.first(), HUNT, "alice"), HUNT, TTL_S);
     // Her ticket passes on every worker; the hunt is full for Bob on every worker.
     for connection in &mut workers.connections {
         assert_passed(&play(connection, HUNT, "alice", Some(&ticket)), "session");
-        assert_hunt_full(&join(connection, HUNT, "bob"), HUNT, 1, 1);
+        assert_hunt_full(&join_on(connection, HUNT, "bob"), HUNT, 1, 1);
     }
 
     // The upstream ends Alice's session in its answer to one of her requests.
@@ -138,7 +134,7 @@ fn the_upstream_header_ends_the_session_frees_the_slot_and_is_stripped() {
     wait_for_counter(&envoy, SESSION_ENDED, 1.0);
 
     // The slot is free at once (the TTL is 300 s): Bob gets it.
-    assert_admitted(&join(workers.first(), HUNT, "bob"), HUNT, TTL_S);
+    assert_admitted(&join_on(workers.first(), HUNT, "bob"), HUNT, TTL_S);
     // Alice's ended ticket is a new join on every worker: the hunt is full again.
     assert_ended_everywhere(&mut workers, HUNT, "alice", &ticket);
 }
@@ -150,7 +146,7 @@ fn a_header_other_than_end_is_stripped_and_ends_nothing() {
     let config = plugin::config(json!({"max_hunters": 1, "session_end": {"header": END_HEADER}}));
     let envoy = Envoy::start(&config, &upstream);
     let mut workers = Workers::open(&envoy);
-    let ticket = assert_admitted(&join(workers.first(), HUNT, "alice"), HUNT, TTL_S);
+    let ticket = assert_admitted(&join_on(workers.first(), HUNT, "alice"), HUNT, TTL_S);
     let keep = format!("{END_HEADER}: keep");
     let response = workers.first().get(
         &format!("/hunts/{HUNT}/move"),
@@ -164,7 +160,7 @@ fn a_header_other_than_end_is_stripped_and_ends_nothing() {
     assert_eq!(response.header(END_HEADER), None, "{}", response.summary());
     for connection in &mut workers.connections {
         assert_passed(&play(connection, HUNT, "alice", Some(&ticket)), "session");
-        assert_hunt_full(&join(connection, HUNT, "bob"), HUNT, 1, 1);
+        assert_hunt_full(&join_on(connection, HUNT, "bob"), HUNT, 1, 1);
     }
 }
 
@@ -175,7 +171,7 @@ fn without_session_end_header_the_upstream_header_is_left_alone() {
     let config = plugin::config(json!({"max_hunters": 1}));
     let envoy = Envoy::start(&config, &upstream);
     let mut workers = Workers::open(&envoy);
-    let ticket = assert_admitted(&join(workers.first(), HUNT, "alice"), HUNT, TTL_S);
+    let ticket = assert_admitted(&join_on(workers.first(), HUNT, "alice"), HUNT, TTL_S);
     let ending = format!("{END_HEADER}: end");
     let response = workers.first().get(
         &format!("/hunts/{HUNT}/finish"),
@@ -194,7 +190,7 @@ fn without_session_end_header_the_upstream_header_is_left_alone() {
     );
     for connection in &mut workers.connections {
         assert_passed(&play(connection, HUNT, "alice", Some(&ticket)), "session");
-        assert_hunt_full(&join(connection, HUNT, "bob"), HUNT, 1, 1);
+        assert_hunt_full(&join_on(connection, HUNT, "bob"), HUNT, 1, 1);
     }
 }
 
@@ -206,11 +202,11 @@ fn a_leave_request_ends_the_session_and_frees_the_slot() {
     let envoy = Envoy::start(&config, &upstream);
     let mut workers = Workers::open(&envoy);
 
-    let ticket = assert_admitted(&join(workers.first(), HUNT, "alice"), HUNT, TTL_S);
+    let ticket = assert_admitted(&join_on(workers.first(), HUNT, "alice"), HUNT, TTL_S);
     for connection in &mut workers.connections {
         assert_passed(&play(connection, HUNT, "alice", Some(&ticket)), "session");
     }
-    assert_hunt_full(&join(workers.first(), HUNT, "bob"), HUNT, 1, 1);
+    assert_hunt_full(&join_on(workers.first(), HUNT, "bob"), HUNT, 1, 1);
     let seen_before = upstream.count();
 
     let response = leave(&mut workers.connections[1], HUNT, "alice", &ticket);
@@ -225,7 +221,7 @@ fn a_leave_request_ends_the_session_and_frees_the_slot() {
     );
     wait_for_counter(&envoy, SESSION_ENDED, 1.0);
 
-    assert_admitted(&join(workers.first(), HUNT, "bob"), HUNT, TTL_S);
+    assert_admitted(&join_on(workers.first(), HUNT, "bob"), HUNT, TTL_S);
     assert_ended_everywhere(&mut workers, HUNT, "alice", &ticket);
 
     // Leaving again with the ended ticket: there is no session to end.
@@ -242,7 +238,7 @@ fn an_ended_ticket_rejoins_as_a_counted_new_join_when_there_is_room() {
     let envoy = Envoy::start(&config, &upstream);
     let mut workers = Workers::open(&envoy);
 
-    let old = assert_admitted(&join(workers.first(), HUNT, "alice"), HUNT, TTL_S);
+    let old = assert_admitted(&join_on(workers.first(), HUNT, "alice"), HUNT, TTL_S);
     let response = leave(&mut workers.connections[1], HUNT, "alice", &old);
     assert_eq!(response.status, 200, "{}", response.summary());
 
@@ -253,8 +249,8 @@ fn an_ended_ticket_rejoins_as_a_counted_new_join_when_there_is_room() {
         TTL_S,
     );
     assert_ne!(new, old);
-    assert_admitted(&join(workers.first(), HUNT, "carol"), HUNT, TTL_S);
-    assert_hunt_full(&join(workers.first(), HUNT, "dave"), HUNT, 2, 2);
+    assert_admitted(&join_on(workers.first(), HUNT, "carol"), HUNT, TTL_S);
+    assert_hunt_full(&join_on(workers.first(), HUNT, "dave"), HUNT, 2, 2);
     // The new ticket passes everywhere.
     for connection in &mut workers.connections {
         assert_passed(&play(connection, HUNT, "alice", Some(&new)), "session");
@@ -275,7 +271,7 @@ fn with_fleet_leases_an_end_on_one_proxy_stops_the_ticket_passing_uncounted_on_a
 
     // Proxy A admits once its first lease gives it a share.
     let ticket = poll_until("a share on proxy A", BOUND, || {
-        let response = join(&mut on_a, HUNT, "alice");
+        let response = join_on(&mut on_a, HUNT, "alice");
         (response.status == 200).then(|| assert_admitted(&response, HUNT, TTL_S))
     });
     // Another proxy honours the ticket uncounted until its renewal (as before).
