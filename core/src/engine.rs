@@ -284,7 +284,7 @@ impl Worker {
             )
         });
         let mut listed: Vec<&String> = config.hunts.keys().collect();
-        listed.sort_unstable();
+        crate::sort::sort(&mut listed);
         let protection = |hunt: &str| config.hunts.contains_key(hunt);
         for hunt in listed {
             self.registry.resolve(

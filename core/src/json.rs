@@ -355,8 +355,8 @@ impl<'a> Reader<'a> {
     /// Reads a number.
     pub fn f64(&mut self) -> Result<f64, JsonError> {
         let text = self.number_text()?;
-        match text.parse::<f64>() {
-            Ok(value) if value.is_finite() => Ok(value),
+        match crate::decimal::parse(text) {
+            Some(value) if value.is_finite() => Ok(value),
             _ => Err(self.error(format!("invalid value: {text}, expected a finite number"))),
         }
     }

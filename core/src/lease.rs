@@ -216,7 +216,7 @@ impl EndsTracker {
                 }
             }
         }
-        self.pending.sort_unstable_by_key(|(_, at)| *at);
+        crate::sort::sort_by(&mut self.pending, |a, b| a.1 < b.1);
         self.scanned_generations = generations;
     }
 

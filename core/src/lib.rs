@@ -14,7 +14,8 @@
 //! - [`lease`]: the lease exchange's report to the governor;
 //! - [`engine`]: one worker's request handling and tick;
 //! - [`waiting_room`]: a full hunt's FIFO queue (places, positions, estimated waits);
-//! - [`reply`]: JSON error replies and the waiting page.
+//! - [`reply`]: JSON error replies and the waiting page;
+//! - [`decimal`] and [`sort`]: number reading and sorting, small in the module.
 //!
 //! `#[inline(never)]` marks the large functions off the hot path (configuration,
 //! the tick, the governor's answer, the join's store calls): Envoy's V8 compiles
@@ -26,6 +27,7 @@
 pub mod abi;
 pub mod config;
 pub mod config_read;
+pub mod decimal;
 pub mod ended;
 pub mod engine;
 pub mod fetcher;
@@ -36,6 +38,7 @@ pub mod path;
 pub mod reply;
 pub mod request;
 pub mod shared_data;
+pub mod sort;
 pub mod store;
 pub mod sweep_schedule;
 pub mod throttle;

@@ -1400,7 +1400,7 @@ fn in_key_order(records: &[u8]) -> Vec<u8> {
         .chunks_exact(RECORD_BYTES)
         .map(|record| (read_u64_at(record, 0), read_u32_at(record, 8)))
         .collect();
-    sorted.sort_unstable();
+    crate::sort::sort(&mut sorted);
     let mut out: Vec<u8> = Vec::with_capacity(records.len());
     let mut last: Option<u64> = None;
     for (key, expiry) in sorted {
